@@ -1,0 +1,64 @@
+"""Cold-tier writes, in batches, from the event buffer. Safe to run twice."""
+
+import base64
+from collections import Counter
+from datetime import datetime
+
+from celery import shared_task
+from django.db import transaction
+from django.db.models import F
+
+from caching.models import CacheEntry
+
+
+@shared_task(autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=60,
+             max_retries=None)
+def cache_entries_store(events: list[dict]) -> int:
+    """Upsert cold-tier entries. A refreshed entry (Cache-Control: no-cache) replaces
+    the old one; the hit count stays."""
+    # The last event for a key wins, so a batch never upserts one row twice.
+    latest = {(e["org_id"], e["key_hash"]): e for e in events}
+    entries = [
+        CacheEntry(
+            organization_id=e["org_id"],
+            key_hash=e["key_hash"],
+            endpoint=e["endpoint"],
+            model=e["model"],
+            request=e["request"],
+            payload=base64.b64decode(e["payload"]),
+            prompt_tokens=e["prompt_tokens"],
+            completion_tokens=e["completion_tokens"],
+            created_at=datetime.fromisoformat(e["created_at"]),
+            expires_at=datetime.fromisoformat(e["expires_at"]) if e["expires_at"] else None,
+        )
+        for e in latest.values()
+    ]
+    CacheEntry.objects.bulk_create(
+        entries,
+        update_conflicts=True,
+        unique_fields=["organization", "key_hash"],
+        update_fields=["endpoint", "model", "request", "payload", "prompt_tokens",
+                       "completion_tokens", "created_at", "expires_at"],
+    )
+    return len(entries)
+
+
+@shared_task(autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=60,
+             max_retries=None)
+def cache_hits_record(events: list[dict]) -> int:
+    """Fold hits (from either tier) into CacheEntry.hits and last_hit_at.
+
+    Not idempotent: a redelivered batch counts its hits twice. Hit counts are a
+    statistic; the request log (analytics) is the exact record."""
+    counts = Counter((e["org_id"], e["key_hash"]) for e in events)
+    last = {}
+    for e in events:
+        key = (e["org_id"], e["key_hash"])
+        last[key] = max(last.get(key, e["at"]), e["at"])
+    with transaction.atomic():
+        for (org_id, key_hash), count in counts.items():
+            CacheEntry.objects.filter(organization_id=org_id, key_hash=key_hash).update(
+                hits=F("hits") + count,
+                last_hit_at=datetime.fromisoformat(last[(org_id, key_hash)]),
+            )
+    return sum(counts.values())

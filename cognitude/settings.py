@@ -1,0 +1,213 @@
+"""Cognitude settings: one file, driven by environment variables.
+
+With no environment at all it runs on embedded defaults (SQLite, an in-process hot
+tier, Celery tasks run inline), so `make run` works on any machine. Setting
+DATABASE_URL, REDIS_URL and CELERY_BROKER_URL switches to the real services.
+"""
+
+import secrets
+from pathlib import Path
+
+import environ
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+
+def _env_value(name: str, cast, default):
+    """Read one variable, turning a bad value into ImproperlyConfigured naming it."""
+    try:
+        return env(name, cast=cast, default=default)
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(f"{name} has a bad value: {exc}") from exc
+
+
+def _local_secret(filename: str, make) -> str:
+    """A secret for the embedded defaults, made once and kept in var/ so restarts agree."""
+    VAR_DIR.mkdir(exist_ok=True)
+    path = VAR_DIR / filename
+    if not path.exists():
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+DEBUG = _env_value("DEBUG", bool, False)
+SECRET_KEY = env("SECRET_KEY", default="") or _local_secret(
+    "secret_key", lambda: secrets.token_urlsafe(50)
+)
+ALLOWED_HOSTS = _env_value("ALLOWED_HOSTS", list, ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = _env_value("CSRF_TRUSTED_ORIGINS", list, [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "organizations",
+    "caching",
+    "analytics",
+    "proxy",
+    "fakeupstream",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cognitude.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "cognitude.wsgi.application"
+ASGI_APPLICATION = "cognitude.asgi.application"
+
+# --- Database -------------------------------------------------------------------------
+try:
+    DATABASES = {
+        "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+    }
+except (ValueError, KeyError) as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL has a bad value: {exc}") from exc
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    VAR_DIR.mkdir(exist_ok=True)
+    # WAL lets the inline task thread write while requests read.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+else:
+    DATABASES["default"].setdefault("OPTIONS", {})
+    # A dead database must fail fast: /health promises an answer within 2 s.
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 1)
+DATABASES["default"]["CONN_MAX_AGE"] = _env_value("CONN_MAX_AGE", int, 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# --- Hot tier and Django's cache ------------------------------------------------------
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "django",
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": 0.5,
+                "SOCKET_TIMEOUT": 0.5,
+                # Django's cache (sessions, dashboard) is a convenience: Redis down must
+                # not take the dashboard down with it.
+                "IGNORE_EXCEPTIONS": True,
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Celery ---------------------------------------------------------------------------
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="")
+# No broker configured: run tasks inline, in the process that enqueues them.
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+if CELERY_BROKER_URL and REDIS_URL and CELERY_BROKER_URL.rstrip("/") == REDIS_URL.rstrip("/"):
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL must not be the hot-tier REDIS_URL: that Redis evicts keys (LRU)"
+    )
+
+# --- Cognitude ------------------------------------------------------------------------
+COGNITUDE_VERSION = "1.0.0"
+COGNITUDE_ENCRYPTION_KEYS = _env_value("COGNITUDE_ENCRYPTION_KEYS", list, []) or [
+    _local_secret("encryption_key", lambda: Fernet.generate_key().decode())
+]
+for _key in COGNITUDE_ENCRYPTION_KEYS:
+    try:
+        Fernet(_key)
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(
+            "COGNITUDE_ENCRYPTION_KEYS must be comma-separated Fernet keys "
+            "(Fernet.generate_key())"
+        ) from exc
+COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = _env_value("COGNITUDE_ALLOW_PRIVATE_UPSTREAMS", bool, False)
+COGNITUDE_CACHE_TTL = _env_value("COGNITUDE_CACHE_TTL", int, 24 * 3600)
+COGNITUDE_API_KEY_CACHE_SECONDS = _env_value("COGNITUDE_API_KEY_CACHE_SECONDS", float, 5.0)
+COGNITUDE_MAX_BODY_BYTES = _env_value("COGNITUDE_MAX_BODY_BYTES", int, 4 * 1024 * 1024)
+COGNITUDE_UPSTREAM_TIMEOUT = _env_value("COGNITUDE_UPSTREAM_TIMEOUT", float, 120.0)
+COGNITUDE_REDIS_TIMEOUT = _env_value("COGNITUDE_REDIS_TIMEOUT", float, 0.05)
+COGNITUDE_REDIS_BREAKER_SECONDS = _env_value("COGNITUDE_REDIS_BREAKER_SECONDS", float, 3.0)
+COGNITUDE_HOT_TIER_MAX_BYTES = _env_value("COGNITUDE_HOT_TIER_MAX_BYTES", int, 256 * 1024 * 1024)
+COGNITUDE_COALESCE_TIMEOUT = _env_value("COGNITUDE_COALESCE_TIMEOUT", float, 30.0)
+COGNITUDE_EVENT_FLUSH_SECONDS = _env_value("COGNITUDE_EVENT_FLUSH_SECONDS", float, 1.0)
+for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPSTREAM_TIMEOUT",
+              "COGNITUDE_REDIS_TIMEOUT", "COGNITUDE_COALESCE_TIMEOUT",
+              "COGNITUDE_EVENT_FLUSH_SECONDS"):
+    if globals()[_name] <= 0:
+        raise ImproperlyConfigured(f"{_name} must be positive")
+
+# --- The rest of Django ---------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "admin:login"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "UNAUTHENTICATED_USER": None,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="WARNING")},
+    "loggers": {"cognitude": {"level": env("LOG_LEVEL", default="INFO")}},
+}

@@ -1,0 +1,27 @@
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.http import Http404
+
+from organizations.models import Membership
+from organizations.selectors import organization_get_by_slug
+from organizations.services import membership_set
+
+
+class Command(BaseCommand):
+    help = "Add a user (created without a password if new) to an organization with a role."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--org", required=True)
+        parser.add_argument("--email", required=True)
+        parser.add_argument("--role", default="member", choices=Membership.Role.values)
+
+    def handle(self, *args, org: str, email: str, role: str, **options):
+        try:
+            organization = organization_get_by_slug(slug=org)
+        except Http404 as exc:
+            raise CommandError(f"No organization with slug {org!r}") from exc
+        user, _ = get_user_model().objects.get_or_create(
+            username=email, defaults={"email": email}
+        )
+        membership_set(organization=organization, user=user, role=role)
+        self.stdout.write(f"{email} is {role} of {organization.slug}")

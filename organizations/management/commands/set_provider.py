@@ -1,0 +1,29 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.http import Http404
+
+from organizations.models import ProviderCredential
+from organizations.selectors import organization_get_by_slug
+from organizations.services import provider_credential_set
+
+
+class Command(BaseCommand):
+    help = "Create or replace an organization's upstream provider credential."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--org", required=True, help="organization slug")
+        parser.add_argument("--kind", default="openai", choices=ProviderCredential.Kind.values)
+        parser.add_argument("--base-url", required=True)
+        parser.add_argument("--api-key", required=True)
+
+    def handle(self, *args, org: str, kind: str, base_url: str, api_key: str, **options):
+        try:
+            organization = organization_get_by_slug(slug=org)
+            credential = provider_credential_set(
+                organization=organization, kind=kind, base_url=base_url, api_key=api_key
+            )
+        except Http404 as exc:
+            raise CommandError(f"No organization with slug {org!r}") from exc
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from exc
+        self.stdout.write(f"{organization.slug}: {credential.kind} at {credential.base_url}")

@@ -1,0 +1,89 @@
+"""Who is calling: API key -> organization, served from a short in-process cache.
+
+A cache hit must not touch PostgreSQL, so a key's answer (good or bad) is
+remembered for COGNITUDE_API_KEY_CACHE_SECONDS (5 s by default): that is the bound
+on how long a revoked or expired key keeps working in a running process.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from cognitude.db import run_in_db_thread
+from organizations import keys
+from organizations.crypto import CredentialDecryptionError
+from organizations.selectors import provider_api_key, provider_for_org
+from organizations.services import AuthFailure, api_key_authenticate
+
+logger = logging.getLogger("cognitude.proxy")
+
+_MAX_REMEMBERED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    kind: str
+    base_url: str
+    api_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    org_id: int
+    key_id: int
+    cache_ttl: int
+    upstream: Upstream | None
+    # Why the organization's upstream cannot be used, when it cannot.
+    upstream_problem: str | None
+
+
+_remembered: dict[str, tuple[float, Caller | AuthFailure]] = {}
+
+
+def _load(raw_key: str) -> Caller | AuthFailure:
+    result = api_key_authenticate(raw_key=raw_key)
+    if result.api_key is None:
+        assert result.failure is not None
+        return result.failure
+    organization = result.api_key.organization
+    upstream, problem = None, None
+    credential = provider_for_org(organization=organization)
+    if credential is None:
+        problem = "This organization has no upstream provider configured"
+    else:
+        try:
+            upstream = Upstream(credential.kind, credential.base_url,
+                                provider_api_key(credential=credential))
+        except CredentialDecryptionError as exc:
+            logger.error("org %s: %s", organization.pk, exc)
+            problem = "The organization's provider credential cannot be decrypted"
+    return Caller(
+        org_id=organization.pk,
+        key_id=result.api_key.pk,
+        cache_ttl=organization.cache_ttl_seconds or settings.COGNITUDE_CACHE_TTL,
+        upstream=upstream,
+        upstream_problem=problem,
+    )
+
+
+async def authenticate(raw_key: str | None) -> Caller | AuthFailure:
+    if not raw_key:
+        return AuthFailure.MISSING
+    # Shape and checksum first: garbage never reaches the cache dict or the database.
+    if not keys.is_well_formed(raw_key):
+        return AuthFailure.MALFORMED
+    if not keys.has_valid_checksum(raw_key):
+        return AuthFailure.BAD_CHECKSUM
+    now = time.monotonic()
+    remembered = _remembered.get(raw_key)
+    if remembered is not None and remembered[0] > now:
+        return remembered[1]
+    answer = await run_in_db_thread(_load, raw_key)
+    if len(_remembered) >= _MAX_REMEMBERED:
+        _remembered.clear()
+    _remembered[raw_key] = (now + settings.COGNITUDE_API_KEY_CACHE_SECONDS, answer)
+    if isinstance(answer, AuthFailure):
+        logger.info("refused API key %s: %s", keys.lookup_prefix(raw_key), answer.value)
+    return answer

@@ -1,0 +1,82 @@
+"""The only code that talks to upstream providers: a small base and one adapter each.
+
+One aiohttp session per event loop (per process in production): httpx's own pool
+collapsed under concurrency here (encode/httpx#3215), aiohttp's did not.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+import aiohttp
+from django.conf import settings
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached (502) or did not answer in time (504)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamResponse:
+    status: int
+    content_type: str
+    body: bytes
+    retry_after: str | None
+
+
+_sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+
+
+def session() -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    found = _sessions.get(loop)
+    if found is None or found.closed:
+        found = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=10, sock_read=settings.COGNITUDE_UPSTREAM_TIMEOUT
+            ),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+        _sessions[loop] = found
+    return found
+
+
+async def close_sessions() -> None:
+    loop = asyncio.get_running_loop()
+    found = _sessions.pop(loop, None)
+    if found is not None:
+        await found.close()
+
+
+class Provider:
+    """One upstream kind. Adapters translate our OpenAI-shaped request to theirs."""
+
+    def __init__(self, *, base_url: str, api_key: str) -> None:
+        self.base_url = base_url
+        self.api_key = api_key
+
+    async def send(self, path: str, body: bytes | None) -> UpstreamResponse:
+        raise NotImplementedError
+
+    def stream(self, path: str, body: bytes) -> AbstractAsyncContextManager["StreamingUpstream"]:
+        """An async context manager around the open upstream response."""
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class StreamingUpstream:
+    """An open upstream response: a non-200 status carries its whole body instead."""
+
+    status: int
+    content_type: str
+    body: bytes
+    retry_after: str | None
+    lines: AsyncIterator[bytes] | None

@@ -1,0 +1,81 @@
+"""OpenAI and every OpenAI-compatible API (Azure OpenAI, Groq, Together, vLLM, ...)."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+
+from proxy.providers.base import (
+    Provider,
+    StreamingUpstream,
+    UpstreamError,
+    UpstreamResponse,
+    session,
+)
+
+_NETWORK_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
+
+
+def _map_error(exc: BaseException) -> UpstreamError:
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamError(504, "The upstream provider did not answer in time")
+    return UpstreamError(502, f"The upstream provider could not be reached ({type(exc).__name__})")
+
+
+class OpenAIProvider(Provider):
+    def _url(self, path: str) -> str:
+        # Base URLs are stored like OpenAI's SDK takes them: ".../v1".
+        return f"{self.base_url}{path}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
+
+    async def send(self, path: str, body: bytes | None) -> UpstreamResponse:
+        method = "POST" if body is not None else "GET"
+        try:
+            async with session().request(
+                method, self._url(path), data=body, headers=self._headers()
+            ) as response:
+                content = await response.read()
+                return UpstreamResponse(
+                    status=response.status,
+                    content_type=response.headers.get("Content-Type", "application/json"),
+                    body=content,
+                    retry_after=response.headers.get("Retry-After"),
+                )
+        except (*_NETWORK_ERRORS, asyncio.TimeoutError) as exc:
+            raise _map_error(exc) from exc
+
+    @asynccontextmanager
+    async def stream(self, path: str, body: bytes) -> AsyncIterator[StreamingUpstream]:
+        try:
+            response = await session().post(self._url(path), data=body, headers=self._headers())
+        except (*_NETWORK_ERRORS, asyncio.TimeoutError) as exc:
+            raise _map_error(exc) from exc
+        try:
+            if response.status != 200:
+                yield StreamingUpstream(
+                    status=response.status,
+                    content_type=response.headers.get("Content-Type", "application/json"),
+                    body=await response.read(),
+                    retry_after=response.headers.get("Retry-After"),
+                    lines=None,
+                )
+                return
+            yield StreamingUpstream(
+                status=200, content_type="text/event-stream", body=b"", retry_after=None,
+                lines=self._lines(response),
+            )
+        finally:
+            # Closing (rather than releasing) drops the connection, which is how a
+            # client that went away cancels the upstream generation.
+            response.close()
+
+    @staticmethod
+    async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        try:
+            async for line in response.content:
+                yield line
+        except (*_NETWORK_ERRORS, asyncio.TimeoutError) as exc:
+            raise _map_error(exc) from exc
