@@ -1,0 +1,126 @@
+"""Shared test world: alice (owner of org A), bob (member of org A), charlie (owner of
+org B); real PostgreSQL and Redis, the fake upstream and the gateway over sockets."""
+
+import json
+import os
+import secrets
+import urllib.request
+from dataclasses import dataclass
+
+import pytest
+import redis as redis_lib
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+
+from fakeupstream.testing import start_fake_upstream, stop_fake_upstream
+from organizations.models import Organization
+from organizations.services import (
+    api_key_create,
+    membership_set,
+    organization_create,
+    provider_credential_set,
+)
+from tests.live import Gateway, start_gateway
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@dataclass
+class FakeUpstream:
+    url: str
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.url}/v1"
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as response:
+            return json.load(response)
+
+    def calls_with(self, provider_key: str) -> int:
+        return self.stats()["by_token"].get(provider_key, 0)
+
+
+@pytest.fixture(scope="session")
+def fake_upstream():
+    process, url = start_fake_upstream()
+    yield FakeUpstream(url)
+    stop_fake_upstream(process)
+
+
+@pytest.fixture(scope="session")
+def redis_client():
+    client = redis_lib.Redis.from_url(TEST_REDIS_URL)
+    client.ping()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clean_redis(redis_client):
+    redis_client.flushdb()
+    return redis_client
+
+
+@pytest.fixture(scope="session")
+def gateway(django_db_setup, django_db_blocker) -> Gateway:
+    """The gateway as operators run it, on the test database and test Redis."""
+    with django_db_blocker.unblock():
+        started = start_gateway({"REDIS_URL": TEST_REDIS_URL})
+    yield started
+    started.stop()
+
+
+@dataclass
+class Tenant:
+    org: Organization
+    owner: AbstractBaseUser
+    raw_key: str
+    provider_key: str
+
+
+@dataclass
+class World:
+    alice: AbstractBaseUser
+    bob: AbstractBaseUser
+    charlie: AbstractBaseUser
+    a: Tenant
+    b: Tenant
+
+
+def make_user(username: str) -> AbstractBaseUser:
+    return get_user_model().objects.create_user(
+        username=username, email=f"{username}@example.com", password="pw-" + username
+    )
+
+
+def make_tenant(name: str, owner: AbstractBaseUser, upstream_base: str) -> Tenant:
+    org = organization_create(name=name)
+    membership_set(organization=org, user=owner, role="owner")
+    raw_key = api_key_create(organization=org, name="default", created_by=owner).raw_key
+    provider_key = f"sk-{org.slug}-{secrets.token_hex(6)}"
+    provider_credential_set(organization=org, kind="openai", base_url=upstream_base,
+                            api_key=provider_key)
+    return Tenant(org, owner, raw_key, provider_key)
+
+
+def make_world(upstream_base: str) -> World:
+    alice, bob, charlie = make_user("alice"), make_user("bob"), make_user("charlie")
+    a = make_tenant("Org A", alice, upstream_base)
+    membership_set(organization=a.org, user=bob, role="member")
+    b = make_tenant("Org B", charlie, upstream_base)
+    return World(alice, bob, charlie, a, b)
+
+
+@pytest.fixture
+def world(db, settings, fake_upstream) -> World:
+    """The world in a rolled-back transaction: for tests that stay in this process."""
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
+    return make_world(fake_upstream.api_base)
+
+
+@pytest.fixture
+def live_world(transactional_db, settings, fake_upstream, clean_redis) -> World:
+    """The world committed, so the gateway process sees it; Redis emptied."""
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
+    return make_world(fake_upstream.api_base)
