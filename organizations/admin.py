@@ -103,6 +103,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 class ProviderCredentialForm(forms.ModelForm):
+    base_url = forms.URLField(assume_scheme="https", max_length=500)
     api_key = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
