@@ -21,6 +21,7 @@ logger = logging.getLogger("cognitude.analytics")
 TASKS: dict[str, str] = {
     "cache_entry": "caching.tasks.cache_entries_store",
     "cache_hit": "caching.tasks.cache_hits_record",
+    "request_log": "analytics.tasks.request_logs_store",
 }
 
 MAX_BATCH = 500

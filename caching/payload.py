@@ -1,6 +1,7 @@
 """What a cache entry holds, as bytes: the same bytes in Redis and in CacheEntry.payload.
 
-Layout: a header line `<org_id> <json_len> <sse_len> <usage_len>\\n`, then the JSON
+Layout: a header line `<org_id> <prompt_tokens> <completion_tokens> <json_len> <sse_len>
+<usage_len>\\n` (one line), then the JSON
 response body, then the SSE body as the upstream streamed it (without its usage event
 and `[DONE]`, empty when the answer came as JSON), then the usage event. A hit answers
 with slices of these bytes: no parsing, no re-serialising.
@@ -12,15 +13,18 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class CachedResponse:
     org_id: int
+    # Kept in the header so that a hit is recorded and priced without parsing the body.
+    prompt_tokens: int
+    completion_tokens: int
     json_body: bytes
     sse_body: bytes
     usage_event: bytes
 
 
 def pack(response: CachedResponse) -> bytes:
-    header = b"%d %d %d %d\n" % (
-        response.org_id, len(response.json_body), len(response.sse_body),
-        len(response.usage_event),
+    header = b"%d %d %d %d %d %d\n" % (
+        response.org_id, response.prompt_tokens, response.completion_tokens,
+        len(response.json_body), len(response.sse_body), len(response.usage_event),
     )
     return header + response.json_body + response.sse_body + response.usage_event
 
@@ -32,7 +36,8 @@ class CorruptEntry(ValueError):
 def unpack(raw: bytes) -> CachedResponse:
     newline = raw.find(b"\n")
     try:
-        org_id, json_len, sse_len, usage_len = map(int, raw[:newline].split(b" "))
+        org_id, prompt_tokens, completion_tokens, json_len, sse_len, usage_len = map(
+            int, raw[:newline].split(b" "))
     except ValueError as exc:
         raise CorruptEntry("unreadable cache entry header") from exc
     start = newline + 1
@@ -40,4 +45,5 @@ def unpack(raw: bytes) -> CachedResponse:
         raise CorruptEntry("cache entry length does not match its header")
     json_end = start + json_len
     sse_end = json_end + sse_len
-    return CachedResponse(org_id, raw[start:json_end], raw[json_end:sse_end], raw[sse_end:])
+    return CachedResponse(org_id, prompt_tokens, completion_tokens, raw[start:json_end],
+                          raw[json_end:sse_end], raw[sse_end:])

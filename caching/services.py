@@ -98,8 +98,6 @@ async def cache_store(
     endpoint: str,
     model: str,
     request: dict,
-    prompt_tokens: int,
-    completion_tokens: int,
 ) -> None:
     """Store in Redis now and in PostgreSQL through the event buffer (Celery)."""
     raw = pack(response)
@@ -112,8 +110,8 @@ async def cache_store(
         "model": model,
         "request": request,
         "payload": base64.b64encode(raw).decode(),
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
+        "prompt_tokens": response.prompt_tokens,
+        "completion_tokens": response.completion_tokens,
         "created_at": now.isoformat(),
         # A max-age asked for by the request binds both tiers; the default TTL only
         # bounds the hot tier.

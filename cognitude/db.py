@@ -6,9 +6,10 @@ thread keeping its own persistent connection.
 """
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from django.db import close_old_connections
 

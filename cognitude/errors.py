@@ -24,7 +24,9 @@ def error_body(
         {
             "error": {
                 "message": message,
-                "type": _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+                "type": _TYPES.get(
+                    status, "server_error" if status >= 500 else "invalid_request_error"
+                ),
                 "param": param,
                 "code": code,
             }

@@ -9,8 +9,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from organizations import services
-from organizations.urlcheck import validate_upstream_base_url
 from organizations.models import ApiKey, Membership, Organization, ProviderCredential
+from organizations.urlcheck import validate_upstream_base_url
 
 
 class MembershipInline(admin.TabularInline):
@@ -85,7 +85,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         """An ApiKey has no related objects to save; the model form's m2m is empty."""
 
-    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue=None) -> HttpResponse:
+    def response_add(
+        self, request: HttpRequest, obj: ApiKey, post_url_continue=None
+    ) -> HttpResponse:
         context = {
             **self.admin_site.each_context(request),
             "api_key": obj,

@@ -3,7 +3,7 @@
 import hmac
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -69,7 +69,7 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     return api_key
 
 
-class AuthFailure(str, Enum):
+class AuthFailure(StrEnum):
     MISSING = "missing"
     MALFORMED = "malformed"
     BAD_CHECKSUM = "bad_checksum"

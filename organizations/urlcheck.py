@@ -23,7 +23,11 @@ def validate_upstream_base_url(url: str, *, allow_private: bool) -> None:
     With `allow_private` (COGNITUDE_ALLOW_PRIVATE_UPSTREAMS) private, loopback and
     link-local hosts are accepted: local models and the fake upstream live there.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ValidationError(f"The provider base URL is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https"):
         raise ValidationError("The provider base URL must start with http:// or https://")
     host = parts.hostname
@@ -36,7 +40,7 @@ def validate_upstream_base_url(url: str, *, allow_private: bool) -> None:
     if host.lower().rstrip(".") in _METADATA_HOSTS:
         raise ValidationError(f"{host} is a cloud metadata address")
     try:
-        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         raise ValidationError(f"Cannot resolve {host}") from exc
     for info in infos:

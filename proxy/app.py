@@ -4,12 +4,14 @@ who is calling, what they ask, the cache, the provider, the cache again."""
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 
 import orjson
 from django.conf import settings
 
+from analytics.buffer import emit
 from caching.keys import request_hash
 from caching.payload import CachedResponse
 from caching.services import CacheHit, cache_lookup, cache_store, coalescer
@@ -129,6 +131,65 @@ async def send_hit(send, hit: CachedResponse, tier: str, *, stream: bool,
     await respond(send, 200, body, [*headers, (b"cache-control", b"no-cache")], _SSE)
 
 
+# --- The record of a request (analytics) ----------------------------------------------
+
+_OUTCOMES = {"redis": "hit_redis", "memory": "hit_memory", "postgres": "hit_postgres",
+             "coalesced": "hit_coalesced"}
+
+
+@dataclass(slots=True)
+class Record:
+    """What analytics keeps of one request; each step of the request fills in its part."""
+
+    request_id: str
+    endpoint: str
+    started: float
+    org_id: int | None = None
+    api_key_id: int | None = None
+    model_requested: str = ""
+    model_used: str = ""
+    provider: str = ""
+    cache_outcome: str = "none"
+    cache_bypassed: bool = False
+    cache_key: str = ""
+    status: int = 0
+    error_type: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    upstream_latency_ms: float | None = None
+    streamed: bool = False
+
+    def hit(self, response: CachedResponse, tier: str) -> None:
+        self.cache_outcome = _OUTCOMES[tier]
+        self.prompt_tokens = response.prompt_tokens
+        self.completion_tokens = response.completion_tokens
+        self.model_used = self.model_requested
+
+    def emit(self) -> None:
+        if self.org_id is None:
+            return  # unauthenticated: nobody's analytics to put it in
+        emit("request_log", {
+            "request_id": self.request_id,
+            "org_id": self.org_id,
+            "api_key_id": self.api_key_id,
+            "endpoint": self.endpoint,
+            "model_requested": self.model_requested,
+            "model_used": self.model_used,
+            "provider": self.provider,
+            "cache_outcome": self.cache_outcome,
+            "cache_bypassed": self.cache_bypassed,
+            "cache_key": self.cache_key,
+            "status": self.status,
+            "error_type": self.error_type,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "upstream_latency_ms": self.upstream_latency_ms,
+            "streamed": self.streamed,
+            "created_at": time.time(),
+        })
+
+
 # --- Asking upstream ------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -148,18 +209,17 @@ class Ask:
     include_usage: bool
 
 
-def _usage_tokens(usage: dict | None) -> tuple[int, int]:
-    usage = usage or {}
+def _usage_tokens(usage: object) -> tuple[int, int]:
+    if not isinstance(usage, dict):
+        return 0, 0
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
-async def _store(ask: Ask, response: CachedResponse, usage: dict | None) -> None:
-    prompt_tokens, completion_tokens = _usage_tokens(usage)
+async def _store(ask: Ask, response: CachedResponse) -> None:
     await cache_store(
         org_id=ask.caller.org_id, key_hash=ask.key_hash, response=response, ttl=ask.ttl,
         ttl_is_explicit=ask.ttl_is_explicit, endpoint=ask.endpoint,
-        model=ask.body["model"], request=ask.body, prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
+        model=ask.body["model"], request=ask.body,
     )
 
 
@@ -167,7 +227,8 @@ def _upstream_headers(status: int, retry_after: str | None) -> list:
     return [(b"retry-after", retry_after.encode())] if retry_after and status == 429 else []
 
 
-async def ask_upstream(send, receive, ask: Ask, headers: list) -> CachedResponse | None:
+async def ask_upstream(send, receive, ask: Ask, headers: list,
+                       record: "Record") -> CachedResponse | None:
     """Forward to the organization's provider and answer the client; returns what was
     stored in the cache, if anything."""
     caller = ask.caller
@@ -182,21 +243,28 @@ async def ask_upstream(send, receive, ask: Ask, headers: list) -> CachedResponse
     path = "/" + ask.endpoint
     headers = [*headers, (b"x-cognitude-cache", ask.outcome)]
     if ask.stream:
-        return await _relay_stream(send, receive, ask, provider, path, headers)
+        return await _relay_stream(send, receive, ask, provider, path, headers, record)
+    asked_at = time.perf_counter()
     try:
         upstream = await provider.send(path, ask.raw_body)
     except UpstreamError as exc:
-        await respond_error(send, exc.status, exc.message, headers, code="upstream_unavailable")
+        record.error_type = exc.code
+        await respond_error(send, exc.status, exc.message, headers, code=exc.code)
         return None
+    record.upstream_latency_ms = (time.perf_counter() - asked_at) * 1000
     stored = None
-    if upstream.status == 200 and ask.store:
+    if upstream.status == 200:
         try:
-            usage = orjson.loads(upstream.body).get("usage")
-        except (orjson.JSONDecodeError, AttributeError):
-            usage = None  # not JSON: answer it, but never cache it
-        else:
-            stored = CachedResponse(caller.org_id, upstream.body, b"", b"")
-            await _store(ask, stored, usage)
+            answer = orjson.loads(upstream.body)
+        except orjson.JSONDecodeError:
+            answer = None  # not JSON: hand it on, but never cache it
+        if isinstance(answer, dict):
+            record.model_used = str(answer.get("model") or "")
+            record.prompt_tokens, record.completion_tokens = _usage_tokens(answer.get("usage"))
+            if ask.store:
+                stored = CachedResponse(caller.org_id, record.prompt_tokens,
+                                        record.completion_tokens, upstream.body, b"", b"")
+                await _store(ask, stored)
     await respond(send, upstream.status, upstream.body,
                   [*headers, *_upstream_headers(upstream.status, upstream.retry_after)],
                   upstream.content_type.encode())
@@ -210,7 +278,7 @@ async def _watch_disconnect(receive, task: asyncio.Task) -> None:
 
 
 async def _relay_stream(send, receive, ask: Ask, provider, path: str,
-                        headers: list) -> CachedResponse | None:
+                        headers: list, record: "Record") -> CachedResponse | None:
     body = dict(ask.body)
     # Always ask for the usage chunk: the cache and the costing need it; the recorder
     # hands it on only to clients that asked.
@@ -218,6 +286,7 @@ async def _relay_stream(send, receive, ask: Ask, provider, path: str,
     recorder = StreamRecorder(client_wants_usage=ask.include_usage)
     watcher = asyncio.create_task(_watch_disconnect(receive, asyncio.current_task()))
     started = False
+    asked_at = time.perf_counter()
     try:
         async with provider.stream(path, orjson.dumps(body)) as upstream:
             if upstream.status != 200 or upstream.lines is None:
@@ -238,8 +307,9 @@ async def _relay_stream(send, receive, ask: Ask, provider, path: str,
                 error_body(502, "The upstream stream ended early", code="upstream_stream_broken"))
             await send({"type": "http.response.body", "body": tail})
     except UpstreamError as exc:
+        record.error_type = exc.code
         if not started:
-            await respond_error(send, exc.status, exc.message, headers, code="upstream_unavailable")
+            await respond_error(send, exc.status, exc.message, headers, code=exc.code)
         else:
             # Headers are gone; say it in the stream, where the OpenAI SDK raises it.
             await send({"type": "http.response.body",
@@ -250,23 +320,45 @@ async def _relay_stream(send, receive, ask: Ask, provider, path: str,
         if watcher.done() and not watcher.cancelled():
             # The client went away: leaving the `async with` closed the upstream call.
             asyncio.current_task().uncancel()
+            record.error_type = "client_disconnected"
             return None
         raise
     finally:
         watcher.cancel()
-    if not (ask.store and recorder.complete):
+        record.upstream_latency_ms = (time.perf_counter() - asked_at) * 1000
+        record.prompt_tokens, record.completion_tokens = _usage_tokens(recorder.usage)
+        if recorder.chunks:
+            record.model_used = str(recorder.chunks[0].get("model") or "")
+    if not recorder.complete:
+        record.error_type = record.error_type or "upstream_stream_broken"
         return None
-    stored = CachedResponse(ask.caller.org_id, recorder.assembled(), bytes(recorder.sse_body),
-                            recorder.usage_event)
-    await _store(ask, stored, recorder.usage)
+    if not ask.store:
+        return None
+    stored = CachedResponse(ask.caller.org_id, record.prompt_tokens, record.completion_tokens,
+                            recorder.assembled(), bytes(recorder.sse_body), recorder.usage_event)
+    await _store(ask, stored)
     return stored
 
 
 # --- The request, top to bottom -------------------------------------------------------
 
 async def handle_post(scope, receive, send, endpoint: str) -> None:
-    request_id = uuid.uuid4().hex
-    headers = [(b"x-request-id", request_id.encode())]
+    record = Record(request_id=uuid.uuid4().hex, endpoint=endpoint,
+                    started=time.perf_counter())
+
+    async def send_and_note(message) -> None:
+        if message["type"] == "http.response.start":
+            record.status = message["status"]
+        await send(message)
+
+    try:
+        await answer_post(scope, receive, send_and_note, record)
+    finally:
+        record.emit()
+
+
+async def answer_post(scope, receive, send, record: Record) -> None:
+    headers = [(b"x-request-id", record.request_id.encode())]
     incoming = request_headers(scope)
 
     caller = await authenticate(api_key_from(incoming))
@@ -274,6 +366,8 @@ async def handle_post(scope, receive, send, endpoint: str) -> None:
         await respond_error(send, 401, "Invalid or missing API key", headers,
                             code="invalid_api_key")
         return
+    record.org_id, record.api_key_id = caller.org_id, caller.key_id
+    record.provider = caller.upstream.kind if caller.upstream else ""
 
     limit = settings.COGNITUDE_MAX_BODY_BYTES
     length = incoming.get(b"content-length", b"0")
@@ -293,7 +387,7 @@ async def handle_post(scope, receive, send, endpoint: str) -> None:
         await respond_error(send, 400, "The request body is not valid JSON", headers,
                             code="invalid_json")
         return
-    invalid = validate(endpoint, body)
+    invalid = validate(record.endpoint, body)
     if invalid is not None:
         await respond_error(send, 400, invalid.message, headers, param=invalid.param,
                             code="invalid_request")
@@ -308,30 +402,36 @@ async def handle_post(scope, receive, send, endpoint: str) -> None:
 
     stream = body.get("stream") is True
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    key_hash = request_hash(endpoint=endpoint, body=body, namespace=controls.namespace)
+    key_hash = request_hash(endpoint=record.endpoint, body=body, namespace=controls.namespace)
     ttl = controls.max_age or caller.cache_ttl
-    ask = Ask(caller=caller, endpoint=endpoint, body=body, raw_body=raw_body,
+    record.model_requested, record.streamed, record.cache_key = body["model"], stream, key_hash
+    record.cache_bypassed = controls.no_cache or controls.no_store
+    ask = Ask(caller=caller, endpoint=record.endpoint, body=body, raw_body=raw_body,
               key_hash=key_hash, ttl=ttl, ttl_is_explicit=controls.max_age is not None,
               store=not controls.no_store, outcome=BYPASS if controls.no_cache else MISS,
               stream=stream, include_usage=include_usage)
 
     if controls.no_cache:
-        await ask_upstream(send, receive, ask, headers)
+        record.cache_outcome = "bypass"
+        await ask_upstream(send, receive, ask, headers, record)
         return
     hit: CacheHit | None = await cache_lookup(org_id=caller.org_id, key_hash=key_hash, ttl=ttl)
     if hit is not None:
+        record.hit(hit.response, hit.tier)
         await send_hit(send, hit.response, hit.tier, stream=stream,
                        include_usage=include_usage, headers=headers)
         return
+    record.cache_outcome = "miss"
     if controls.no_store:
-        await ask_upstream(send, receive, ask, headers)
+        await ask_upstream(send, receive, ask, headers, record)
         return
     async with coalescer.turn(org_id=caller.org_id, key_hash=key_hash) as turn:
         if turn.stored is not None:
+            record.hit(turn.stored, "coalesced")
             await send_hit(send, turn.stored, "coalesced", stream=stream,
                            include_usage=include_usage, headers=headers)
             return
-        turn.result = await ask_upstream(send, receive, ask, headers)
+        turn.result = await ask_upstream(send, receive, ask, headers, record)
 
 
 async def handle_models(scope, receive, send) -> None:
@@ -351,7 +451,7 @@ async def handle_models(scope, receive, send) -> None:
     try:
         upstream = await provider.send("/models", None)
     except UpstreamError as exc:
-        await respond_error(send, exc.status, exc.message, headers, code="upstream_unavailable")
+        await respond_error(send, exc.status, exc.message, headers, code=exc.code)
         return
     await respond(send, upstream.status, upstream.body, headers, upstream.content_type.encode())
 

@@ -26,7 +26,8 @@ def test_database_url() -> str:
     s = connection.settings_dict
     if s["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{s['NAME']}"
-    return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or HOST}:{s['PORT'] or 5432}/{s['NAME']}"
+    user, host, port = s["USER"] or "postgres", s["HOST"] or HOST, s["PORT"] or 5432
+    return f"postgres://{user}@{host}:{port}/{s['NAME']}"
 
 
 @dataclass

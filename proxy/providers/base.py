@@ -21,6 +21,10 @@ class UpstreamError(Exception):
         self.status = status
         self.message = message
 
+    @property
+    def code(self) -> str:
+        return "upstream_timeout" if self.status == 504 else "upstream_unavailable"
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamResponse:

@@ -44,14 +44,14 @@ class OpenAIProvider(Provider):
                     body=content,
                     retry_after=response.headers.get("Retry-After"),
                 )
-        except (*_NETWORK_ERRORS, asyncio.TimeoutError) as exc:
+        except (TimeoutError, *_NETWORK_ERRORS) as exc:
             raise _map_error(exc) from exc
 
     @asynccontextmanager
     async def stream(self, path: str, body: bytes) -> AsyncIterator[StreamingUpstream]:
         try:
             response = await session().post(self._url(path), data=body, headers=self._headers())
-        except (*_NETWORK_ERRORS, asyncio.TimeoutError) as exc:
+        except (TimeoutError, *_NETWORK_ERRORS) as exc:
             raise _map_error(exc) from exc
         try:
             if response.status != 200:
@@ -77,5 +77,5 @@ class OpenAIProvider(Provider):
         try:
             async for line in response.content:
                 yield line
-        except (*_NETWORK_ERRORS, asyncio.TimeoutError) as exc:
+        except (TimeoutError, *_NETWORK_ERRORS) as exc:
             raise _map_error(exc) from exc
