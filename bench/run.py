@@ -1,0 +1,507 @@
+"""Load benchmark: wrk against the fake upstream and the Cognitude gateway.
+
+    .venv/bin/python bench/run.py [--scenario NAME ...] [--duration S] [--connections C]
+
+The gateway gets CPU 0 to itself; wrk and the fake upstream share CPU 1, so the
+gateway's numbers are what one core of it can do. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Run as a script, only bench/ is on the path; the project root holds fakeupstream.
+sys.path.insert(0, str(PROJECT_DIR))
+
+from fakeupstream.testing import (  # noqa: E402 (needs the path above)
+    HOST,
+    control_fake_upstream,
+    fake_upstream_stats,
+    free_port,
+    start_fake_upstream,
+    stop_fake_upstream,
+)
+
+GATEWAY_CPU = 0
+CLIENT_CPU = 1  # wrk and the fake upstream
+WRK_SCRIPT = PROJECT_DIR / "bench" / "bench.lua"
+CHAT_PATH = "/v1/chat/completions"
+PROVIDER_KEY = "sk-fake-bench-provider"
+CACHE_HEADER = "x-cognitude-cache"
+GATEWAY_ENV_DEFAULTS = {
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/cognitude_bench",
+    "REDIS_URL": "redis://127.0.0.1:6379/14",
+}
+READY_TIMEOUT_S = 60.0
+WARMUP_TIMEOUT_S = 5.0
+
+MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
+# "{n}" is replaced by bench.lua with a per-request counter when bodies must be unique.
+UNIQUE_MESSAGES = [
+    MESSAGES[0],
+    {"role": "user", "content": "Question {n}: what is the capital of France?"},
+]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    via_gateway: bool = True
+    stream: bool = False
+    unique: bool = False
+    connections: int | None = None  # None: the --connections option
+
+    def body(self) -> str:
+        payload: dict[str, Any] = {"model": "gpt-4o-mini", "temperature": 0}
+        payload["messages"] = UNIQUE_MESSAGES if self.unique else MESSAGES
+        if self.stream:
+            payload["stream"] = True
+        return json.dumps(payload)
+
+    @property
+    def expects_hits(self) -> bool:
+        return self.via_gateway and not self.unique
+
+
+SCENARIOS = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario(
+            "upstream",
+            "wrk straight at the fake upstream: the baseline",
+            via_gateway=False,
+        ),
+        Scenario("hit", "the same body every time: cache hits after a warm-up"),
+        Scenario("hit-c1", "cache hits at concurrency 1: latency", connections=1),
+        Scenario("miss", "a unique body every time: every request goes upstream", unique=True),
+        Scenario(
+            "stream-hit",
+            "stream: true, the same body: hits replayed as SSE",
+            stream=True,
+        ),
+        Scenario(
+            "stream-miss",
+            "stream: true, unique bodies: relayed streams",
+            stream=True,
+            unique=True,
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    scenario: str
+    requests: int
+    requests_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    errors: int
+    check: str
+
+
+@dataclass(frozen=True)
+class Gateway:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    api_key: str
+    ready_s: float
+    idle_rss_kb: int
+
+
+class BenchError(Exception):
+    """A step failed; the message says which and why."""
+
+
+def pinned(cpu: int, command: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *command]
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() != 0:
+        raise BenchError("wrk is not installed: run `sudo apt-get install -y wrk` and try again")
+    print("wrk is not installed: installing it with apt-get", flush=True)
+    subprocess.run(["apt-get", "update"], stdout=subprocess.DEVNULL, check=False)
+    subprocess.run(["apt-get", "install", "-y", "wrk"], stdout=subprocess.DEVNULL, check=False)
+    if not shutil.which("wrk"):
+        raise BenchError("installing wrk with apt-get failed")
+
+
+def http_request(
+    base_url: str,
+    method: str,
+    path: str,
+    *,
+    body: str | None = None,
+    api_key: str | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    host, port = base_url.removeprefix("http://").split(":")
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        content = response.read()
+        return (
+            response.status,
+            {name.lower(): value for name, value in response.getheaders()},
+            content,
+        )
+    finally:
+        connection.close()
+
+
+def run_wrk(
+    url: str, scenario: Scenario, *, duration: int, connections: int, api_key: str
+) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "BENCH_BODY": scenario.body(),
+        "BENCH_KEY": api_key,
+        "BENCH_UNIQUE": "1" if scenario.unique else "0",
+        # A fresh nonce per run keeps unique bodies unique even against an old cache.
+        "BENCH_NONCE": f"{scenario.name}-{time.time_ns():x}",
+    }
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+    ]
+    completed = subprocess.run(
+        pinned(CLIENT_CPU, command),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in completed.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            return dict(json.loads(line.removeprefix("BENCH_RESULT ")))
+    raise BenchError(
+        f"wrk gave no result (exit {completed.returncode}): {completed.stderr.strip()}"
+    )
+
+
+def wrk_errors(wrk: dict[str, Any]) -> int:
+    """Non-2xx answers (wrk counts status >= 400) plus socket errors and timeouts."""
+    return sum(int(wrk[kind]) for kind in ("status", "connect", "read", "write", "timeout"))
+
+
+def to_result(scenario: Scenario, wrk: dict[str, Any], check: str) -> Result:
+    return Result(
+        scenario=scenario.name,
+        requests=wrk["requests"],
+        requests_per_s=wrk["requests"] / (wrk["duration_us"] / 1e6),
+        p50_ms=wrk["p50_us"] / 1000,
+        p90_ms=wrk["p90_us"] / 1000,
+        p99_ms=wrk["p99_us"] / 1000,
+        errors=wrk_errors(wrk),
+        check=check,
+    )
+
+
+def upstream_calls(upstream_url: str) -> int:
+    """Calls the gateway made upstream: the fake counts them per provider key."""
+    return int(fake_upstream_stats(upstream_url)["by_token"].get(PROVIDER_KEY, 0))
+
+
+def warm_up(gateway: Gateway, scenario: Scenario) -> str:
+    """Send the scenario's body until the gateway answers from its cache; '' if it does."""
+    body = scenario.body()
+    deadline = time.monotonic() + WARMUP_TIMEOUT_S
+    outcome = ""
+    while time.monotonic() < deadline:
+        status, headers, _ = http_request(
+            gateway.base_url, "POST", CHAT_PATH, body=body, api_key=gateway.api_key
+        )
+        outcome = headers.get(CACHE_HEADER, "")
+        if status == 200 and outcome.upper().startswith("HIT"):
+            return ""
+        # A miss may be stored after the response (streams are stored when complete).
+        time.sleep(0.05)
+    return f"FAIL (no HIT after warm-up; last {CACHE_HEADER}: {outcome or 'absent'})"
+
+
+def run_scenario(
+    scenario: Scenario,
+    *,
+    upstream_url: str,
+    gateway: Gateway | None,
+    duration: int,
+    connections: int,
+) -> Result:
+    control_fake_upstream(upstream_url)  # 0 ms latency, whatever an earlier run left
+    if not scenario.via_gateway:
+        wrk = run_wrk(
+            upstream_url + CHAT_PATH,
+            scenario,
+            duration=duration,
+            connections=connections,
+            api_key="",
+        )
+        return to_result(scenario, wrk, "-")
+    assert gateway is not None
+    warm_failure = warm_up(gateway, scenario) if scenario.expects_hits else ""
+    before = upstream_calls(upstream_url)
+    wrk = run_wrk(
+        gateway.base_url + CHAT_PATH,
+        scenario,
+        duration=duration,
+        connections=connections,
+        api_key=gateway.api_key,
+    )
+    calls = upstream_calls(upstream_url) - before
+    if scenario.expects_hits:
+        # Hits must never reach the upstream.
+        check = warm_failure or ("OK" if calls == 0 else "FAIL") + f" ({calls} upstream calls)"
+    else:
+        # Every answered miss must have reached the upstream.
+        answered = int(wrk["requests"]) - wrk_errors(wrk)
+        check = ("OK" if calls >= answered else "FAIL") + f" ({calls} upstream calls)"
+    return to_result(scenario, wrk, check)
+
+
+def manage(env: dict[str, str], *arguments: str) -> str:
+    """Run a management command; returns the last line of its output."""
+    completed = subprocess.run(
+        [sys.executable, "manage.py", *arguments],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise BenchError(f"manage.py {' '.join(arguments)} failed:\n{completed.stderr.strip()}")
+    lines = completed.stdout.strip().splitlines()
+    return lines[-1].strip() if lines else ""
+
+
+def ensure_database(database_url: str) -> None:
+    """Create the benchmark's PostgreSQL database if it does not exist yet."""
+    if not database_url.startswith(("postgres://", "postgresql://")):
+        return
+    import psycopg
+    from psycopg import sql
+
+    params = psycopg.conninfo.conninfo_to_dict(database_url)
+    name = str(params["dbname"])
+    with psycopg.connect(**{**params, "dbname": "postgres"}, autocommit=True) as connection:
+        if not connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone():
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def gateway_env() -> dict[str, str]:
+    env = {**GATEWAY_ENV_DEFAULTS, **os.environ}
+    # The fake upstream listens on 127.0.0.1, which the gateway refuses by default.
+    env["COGNITUDE_ALLOW_PRIVATE_UPSTREAMS"] = "true"
+    return env
+
+
+def provision(env: dict[str, str], upstream_url: str) -> str:
+    """A fresh organization (so an empty cache) whose provider is the fake upstream.
+
+    Returns the organization's API key.
+    """
+    ensure_database(env["DATABASE_URL"])
+    manage(env, "migrate", "--noinput")
+    slug = manage(env, "create_org", f"bench {time.strftime('%Y-%m-%d %H:%M:%S')} {os.getpid()}")
+    api_key = manage(env, "create_api_key", "--org", slug)
+    # OpenAI's convention: the base URL includes /v1, as in https://api.openai.com/v1.
+    base_url = upstream_url + "/v1"
+    manage(
+        env,
+        "set_provider",
+        "--org",
+        slug,
+        "--kind",
+        "openai",
+        "--base-url",
+        base_url,
+        "--api-key",
+        PROVIDER_KEY,
+    )
+    return api_key
+
+
+def vm_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextmanager
+def running_gateway(upstream_url: str) -> Iterator[Gateway]:
+    env = gateway_env()
+    api_key = provision(env, upstream_url)
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "cognitude.asgi:application",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
+    command += [
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    started = time.monotonic()
+    # taskset execs the command, so the pid is the gateway's own (for VmRSS).
+    process = subprocess.Popen(pinned(GATEWAY_CPU, command), cwd=PROJECT_DIR, env=env)
+    try:
+        base_url = f"http://{HOST}:{port}"
+        ready_s = wait_for_gateway(process, base_url, api_key) - started
+        yield Gateway(process, base_url, api_key, ready_s, vm_rss_kb(process.pid))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def wait_for_gateway(process: subprocess.Popen[bytes], base_url: str, api_key: str) -> float:
+    """Poll GET /v1/models with the key until it succeeds; returns when it did."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(
+                f"the gateway exited with status {process.returncode} before answering"
+            )
+        try:
+            if http_request(base_url, "GET", "/v1/models", api_key=api_key)[0] == 200:
+                return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise BenchError(f"the gateway did not answer GET /v1/models within {READY_TIMEOUT_S:.0f} s")
+
+
+def print_table(results: list[Result]) -> None:
+    print()
+    columns = ("req/s", "p50 ms", "p90 ms", "p99 ms", "errors")
+    print(f"{'scenario':<12}" + "".join(f"{name:>9}" for name in columns) + "  check")
+    for r in results:
+        numbers = f"{r.requests_per_s:>9.0f}{r.p50_ms:>9.2f}{r.p90_ms:>9.2f}{r.p99_ms:>9.2f}"
+        print(f"{r.scenario:<12}{numbers}{r.errors:>9}  {r.check}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        help="repeatable; default: all, in table order",
+    )
+    parser.add_argument(
+        "--duration", type=int, default=10, help="seconds per scenario (default 10)"
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=32,
+        help="for throughput scenarios (default 32)",
+    )
+    return parser.parse_args()
+
+
+def run_all(
+    chosen: list[Scenario],
+    args: argparse.Namespace,
+    upstream_url: str,
+    results: list[Result],
+) -> None:
+    """Run the scenarios, appending to results as they finish: the upstream baseline
+    first, then the gateway scenarios against one gateway process."""
+
+    def run(scenario: Scenario, gateway: Gateway | None) -> None:
+        print(f"{scenario.name}: {scenario.description}", flush=True)
+        connections = scenario.connections or args.connections
+        result = run_scenario(
+            scenario,
+            upstream_url=upstream_url,
+            gateway=gateway,
+            duration=args.duration,
+            connections=connections,
+        )
+        results.append(result)
+
+    for scenario in chosen:
+        if not scenario.via_gateway:
+            run(scenario, None)
+    gateway_scenarios = [scenario for scenario in chosen if scenario.via_gateway]
+    if gateway_scenarios:
+        with running_gateway(upstream_url) as gateway:
+            rss_mib = gateway.idle_rss_kb / 1024
+            print(f"gateway: ready in {gateway.ready_s:.2f} s, idle RSS {rss_mib:.1f} MiB")
+            for scenario in gateway_scenarios:
+                run(scenario, gateway)
+
+
+def main() -> int:
+    args = parse_args()
+    chosen = [
+        scenario for name, scenario in SCENARIOS.items() if name in (args.scenario or SCENARIOS)
+    ]
+    if (os.cpu_count() or 1) < 2:
+        print(
+            "the benchmark needs 2 CPUs: the gateway on CPU 0, wrk and the fake upstream on CPU 1"
+        )
+        return 1
+    results: list[Result] = []
+    try:
+        ensure_wrk()
+        upstream, upstream_url = start_fake_upstream(cpu=CLIENT_CPU)
+        try:
+            run_all(chosen, args, upstream_url, results)
+        finally:
+            stop_fake_upstream(upstream)
+    except BenchError as failure:
+        print(f"FAILED: {failure}")
+        print_table(results)
+        return 1
+    print_table(results)
+    return 0 if all("FAIL" not in r.check and r.errors == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
