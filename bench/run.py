@@ -45,6 +45,7 @@ GATEWAY_ENV_DEFAULTS = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/cognitude_bench",
     "REDIS_URL": "redis://127.0.0.1:6379/14",
 }
+BROKER_URL_DEFAULT = "amqp://guest:guest@127.0.0.1:5672//"
 READY_TIMEOUT_S = 60.0
 WARMUP_TIMEOUT_S = 5.0
 
@@ -320,8 +321,13 @@ def ensure_database(database_url: str) -> None:
             connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def gateway_env() -> dict[str, str]:
+def gateway_env(tasks: str) -> dict[str, str]:
     env = {**GATEWAY_ENV_DEFAULTS, **os.environ}
+    # "worker" is the production shape: the gateway only publishes event batches and
+    # a Celery worker (on the client core) writes them; "inline" is the embedded mode.
+    env["CELERY_BROKER_URL"] = (
+        os.environ.get("CELERY_BROKER_URL", BROKER_URL_DEFAULT) if tasks == "worker" else ""
+    )
     # The fake upstream listens on 127.0.0.1, which the gateway refuses by default.
     env["COGNITUDE_ALLOW_PRIVATE_UPSTREAMS"] = "true"
     return env
@@ -361,8 +367,24 @@ def vm_rss_kb(pid: int) -> int:
 
 
 @contextmanager
-def running_gateway(upstream_url: str) -> Iterator[Gateway]:
-    env = gateway_env()
+def running_worker(env: dict[str, str]) -> Iterator[None]:
+    """A Celery worker pinned to the client core, when tasks do not run inline."""
+    if not env["CELERY_BROKER_URL"]:
+        yield
+        return
+    command = [sys.executable, "-m", "celery", "-A", "cognitude", "worker", "--pool", "solo",
+               "--loglevel", "warning"]
+    process = subprocess.Popen(pinned(CLIENT_CPU, command), cwd=PROJECT_DIR, env=env)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@contextmanager
+def running_gateway(upstream_url: str, tasks: str) -> Iterator[Gateway]:
+    env = gateway_env(tasks)
     api_key = provision(env, upstream_url)
     port = free_port()
     command = [
@@ -384,6 +406,11 @@ def running_gateway(upstream_url: str) -> Iterator[Gateway]:
         "--log-level",
         "warning",
     ]
+    with running_worker(env):
+        yield from _serve(command, env, api_key, port)
+
+
+def _serve(command: list[str], env: dict[str, str], api_key: str, port: int) -> Iterator[Gateway]:
     started = time.monotonic()
     # taskset execs the command, so the pid is the gateway's own (for VmRSS).
     process = subprocess.Popen(pinned(GATEWAY_CPU, command), cwd=PROJECT_DIR, env=env)
@@ -441,6 +468,13 @@ def parse_args() -> argparse.Namespace:
         default=32,
         help="for throughput scenarios (default 32)",
     )
+    parser.add_argument(
+        "--tasks",
+        choices=("worker", "inline"),
+        default="worker",
+        help="worker (default): events go through RabbitMQ to a Celery worker on the "
+        "client core, as in production; inline: the embedded mode, tasks in the gateway",
+    )
     return parser.parse_args()
 
 
@@ -470,7 +504,7 @@ def run_all(
             run(scenario, None)
     gateway_scenarios = [scenario for scenario in chosen if scenario.via_gateway]
     if gateway_scenarios:
-        with running_gateway(upstream_url) as gateway:
+        with running_gateway(upstream_url, args.tasks) as gateway:
             rss_mib = gateway.idle_rss_kb / 1024
             print(f"gateway: ready in {gateway.ready_s:.2f} s, idle RSS {rss_mib:.1f} MiB")
             for scenario in gateway_scenarios:

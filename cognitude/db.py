@@ -11,21 +11,28 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
-from django.db import close_old_connections
+from django.db import Error as DatabaseError
+from django.db import connection
 
 T = TypeVar("T")
 
 _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="db")
 
 
-def _with_fresh_connection(fn: Callable[..., T], *args, **kwargs) -> T:
-    # No request cycle runs in these threads, so drop a broken or too-old connection
-    # here, the way Django does at the start of each request.
-    close_old_connections()
-    return fn(*args, **kwargs)
+def _with_live_connection(fn: Callable[..., T], *args, **kwargs) -> T:
+    # No request cycle runs in these threads, so Django never checks their connections.
+    # A health-check query per call would double the cost of a cold-tier lookup; instead
+    # a call that fails on a dropped connection is retried once on a fresh one.
+    try:
+        return fn(*args, **kwargs)
+    except DatabaseError:
+        if connection.in_atomic_block or connection.is_usable():
+            raise
+        connection.close()
+        return fn(*args, **kwargs)
 
 
 async def run_in_db_thread(fn: Callable[..., T], *args, **kwargs) -> T:
     return await asyncio.get_running_loop().run_in_executor(
-        _executor, partial(_with_fresh_connection, fn, *args, **kwargs)
+        _executor, partial(_with_live_connection, fn, *args, **kwargs)
     )

@@ -3,6 +3,7 @@ thread switches; see design.md). Each request reads top to bottom in `handle_pos
 who is calling, what they ask, the cache, the provider, the cache again."""
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -36,6 +37,9 @@ HIT, MISS, BYPASS = b"HIT", b"MISS", b"BYPASS"
 _JSON = b"application/json"
 _SSE = b"text/event-stream"
 _NAMESPACE_MAX = 64
+# RFC 9111 1.2.2: a max-age too big to represent counts as 2**31 seconds. Bigger
+# values overflow Redis's EX (which trips the hot tier for everyone) and timedelta.
+_MAX_AGE_CAP = 2**31
 
 
 # --- Small ASGI helpers ---------------------------------------------------------------
@@ -95,9 +99,10 @@ def parse_cache_controls(cache_control: str, namespace: str) -> CacheControls | 
         elif name == "no-store":
             no_store = True
         elif name in ("max-age", "s-maxage"):
-            if not value.isdigit() or int(value) == 0:
+            # isascii: "²" is a digit to isdigit() but not to int().
+            if not (value.isascii() and value.isdigit()) or int(value) == 0:
                 return "Cache-Control max-age must be a positive whole number of seconds"
-            max_age = int(value)
+            max_age = min(int(value), _MAX_AGE_CAP)
     if len(namespace) > _NAMESPACE_MAX or not namespace.isprintable():
         return f"X-Cognitude-Cache-Namespace must be at most {_NAMESPACE_MAX} printable characters"
     return CacheControls(no_cache, no_store, max_age, namespace)
@@ -463,6 +468,11 @@ async def lifespan(receive, send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            # Django and its apps leave ~100k long-lived objects; moving them out of the
+            # collector's sight keeps full collections from pausing the loop for tens
+            # of milliseconds (long enough to trip the Redis timeout under load).
+            gc.collect()
+            gc.freeze()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await close_sessions()
@@ -481,7 +491,8 @@ async def application(scope, receive, send) -> None:
     endpoint = POST_ENDPOINTS.get(path)
     if endpoint is not None:
         if method != "POST":
-            await respond_error(send, 405, f"Use POST for {path}", headers)
+            await respond_error(send, 405, f"Use POST for {path}",
+                                [*headers, (b"allow", b"POST")])
             return
         try:
             await handle_post(scope, receive, send, endpoint)
@@ -489,7 +500,8 @@ async def application(scope, receive, send) -> None:
             return
     elif path == "/v1/models":
         if method != "GET":
-            await respond_error(send, 405, "Use GET for /v1/models", headers)
+            await respond_error(send, 405, "Use GET for /v1/models",
+                                [*headers, (b"allow", b"GET")])
             return
         await handle_models(scope, receive, send)
     else:
