@@ -6,6 +6,7 @@ DATABASE_URL, REDIS_URL and CELERY_BROKER_URL switches to the real services.
 """
 
 import secrets
+import warnings
 from pathlib import Path
 
 import environ
@@ -60,6 +61,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin, dashboard) from the app itself: no CDN, no separate server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -173,9 +176,19 @@ COGNITUDE_REDIS_BREAKER_SECONDS = _env_value("COGNITUDE_REDIS_BREAKER_SECONDS", 
 COGNITUDE_HOT_TIER_MAX_BYTES = _env_value("COGNITUDE_HOT_TIER_MAX_BYTES", int, 256 * 1024 * 1024)
 COGNITUDE_COALESCE_TIMEOUT = _env_value("COGNITUDE_COALESCE_TIMEOUT", float, 30.0)
 COGNITUDE_EVENT_FLUSH_SECONDS = _env_value("COGNITUDE_EVENT_FLUSH_SECONDS", float, 1.0)
+# The event pipeline: how long a publish may wait on the broker before the batch goes to
+# the local spool, how soon to try the broker again, and where the spool files live
+# (one per process; several processes may share the directory).
+COGNITUDE_PUBLISH_TIMEOUT = _env_value("COGNITUDE_PUBLISH_TIMEOUT", float, 1.0)
+COGNITUDE_SPOOL_RETRY_SECONDS = _env_value("COGNITUDE_SPOOL_RETRY_SECONDS", float, 2.0)
+COGNITUDE_SPOOL_DIR = Path(_env_value("COGNITUDE_SPOOL_DIR", str, str(VAR_DIR / "spool")))
+COGNITUDE_REQUEST_LOG_RETENTION_DAYS = _env_value("COGNITUDE_REQUEST_LOG_RETENTION_DAYS",
+                                                  int, 90)
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPSTREAM_TIMEOUT",
               "COGNITUDE_REDIS_TIMEOUT", "COGNITUDE_COALESCE_TIMEOUT",
-              "COGNITUDE_EVENT_FLUSH_SECONDS"):
+              "COGNITUDE_EVENT_FLUSH_SECONDS", "COGNITUDE_PUBLISH_TIMEOUT",
+              "COGNITUDE_SPOOL_RETRY_SECONDS", "COGNITUDE_REQUEST_LOG_RETENTION_DAYS"):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be positive")
 
@@ -193,7 +206,16 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env("STATIC_ROOT", default=str(VAR_DIR / "static"))
+Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+# Serve straight from the apps' static folders, so no collectstatic step is needed.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+# WhiteNoise streams files with a synchronous iterator, which Django's ASGI handler
+# accepts with a warning per file; the files are small and served once per browser.
+warnings.filterwarnings(
+    "ignore", message="StreamingHttpResponse must consume synchronous iterators"
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "admin:login"
 
