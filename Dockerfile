@@ -1,0 +1,16 @@
+# One image for the web server, the Celery worker and Celery beat.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY . .
+RUN useradd --create-home cognitude && mkdir -p /app/var && chown -R cognitude /app/var
+USER cognitude
+
+EXPOSE 8000
+# One worker per core; set WEB_CONCURRENCY to change it.
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec uvicorn cognitude.asgi:application --host 0.0.0.0 --port 8000 --loop uvloop --http httptools --no-access-log --workers ${WEB_CONCURRENCY:-$(nproc)}"]
