@@ -5,19 +5,25 @@ from collections import Counter
 from datetime import datetime
 
 from celery import shared_task
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 
 from caching.models import CacheEntry
+from organizations.models import Organization
 
 
-@shared_task(autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=60,
-             max_retries=None)
+# Retried only while the database is unreachable: other errors would fail the same way
+# forever.
+@shared_task(autoretry_for=(OperationalError, InterfaceError), retry_backoff=True,
+             retry_backoff_max=60, max_retries=None)
 def cache_entries_store(events: list[dict]) -> int:
     """Upsert cold-tier entries. A refreshed entry (Cache-Control: no-cache) replaces
     the old one; the hit count stays."""
-    # The last event for a key wins, so a batch never upserts one row twice.
-    latest = {(e["org_id"], e["key_hash"]): e for e in events}
+    # The last event for a key wins, so a batch never upserts one row twice; events of
+    # an organization deleted meanwhile are dropped.
+    live = set(Organization.objects.filter(pk__in={e["org_id"] for e in events})
+               .values_list("pk", flat=True))
+    latest = {(e["org_id"], e["key_hash"]): e for e in events if e["org_id"] in live}
     entries = [
         CacheEntry(
             organization_id=e["org_id"],
@@ -43,8 +49,10 @@ def cache_entries_store(events: list[dict]) -> int:
     return len(entries)
 
 
-@shared_task(autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=60,
-             max_retries=None)
+# Retried only while the database is unreachable: other errors would fail the same way
+# forever.
+@shared_task(autoretry_for=(OperationalError, InterfaceError), retry_backoff=True,
+             retry_backoff_max=60, max_retries=None)
 def cache_hits_record(events: list[dict]) -> int:
     """Fold hits (from either tier) into CacheEntry.hits and last_hit_at.
 

@@ -33,6 +33,7 @@ class OpenAIProvider(Provider):
 
     async def send(self, path: str, body: bytes | None) -> UpstreamResponse:
         method = "POST" if body is not None else "GET"
+        self.check_destination()
         try:
             async with session().request(
                 method, self._url(path), data=body, headers=self._headers()
@@ -49,6 +50,7 @@ class OpenAIProvider(Provider):
 
     @asynccontextmanager
     async def stream(self, path: str, body: bytes) -> AsyncIterator[StreamingUpstream]:
+        self.check_destination()
         try:
             response = await session().post(self._url(path), data=body, headers=self._headers())
         except (TimeoutError, *_NETWORK_ERRORS) as exc:
