@@ -34,6 +34,14 @@ class MembershipAdmin(admin.ModelAdmin):
     autocomplete_fields = ["user", "organization"]
 
 
+class _HiddenFromRepr(str):
+    """Renders as itself but not in repr(): when a template variable is missing, Django
+    logs (DEBUG) a message holding repr() of the whole context."""
+
+    def __repr__(self) -> str:
+        return "'<redacted>'"
+
+
 class ApiKeyCreateForm(forms.ModelForm):
     expires_in_days = forms.IntegerField(required=False, min_value=1)
 
@@ -77,7 +85,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
             created_by=request.user,
             expires_in=timedelta(days=days) if days else None,
         )
-        form.instance = obj = created.api_key
+        # The admin logs the addition and builds the "created" page from `obj` itself,
+        # so `obj` must become the saved key (pk, prefix, expiry), not be swapped out.
+        obj.pk = created.api_key.pk
+        obj.refresh_from_db()
         # Handed to response_add only through this request: the raw key is never stored,
         # not even in a session message.
         request._cognitude_raw_key = created.raw_key  # type: ignore[attr-defined]
@@ -91,7 +102,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "api_key": obj,
-            "raw_key": request._cognitude_raw_key,  # type: ignore[attr-defined]
+            "raw_key": _HiddenFromRepr(request._cognitude_raw_key),  # type: ignore[attr-defined]
             "opts": self.model._meta,
             "title": "API key created",
         }
@@ -138,15 +149,20 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
     fields = ["organization", "kind", "base_url", "api_key", "key_hint"]
     readonly_fields = ["key_hint"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # provider_credential_set keys on the organization: "moving" a credential would
+        # really create or overwrite another organization's one.
+        return ["organization", "key_hint"] if obj else ["key_hint"]
+
     @admin.display(description="API key")
     def key_hint(self, obj: ProviderCredential) -> str:
         return f"…{obj.api_key_last4}" if obj.pk else ""
 
     def save_model(self, request, obj: ProviderCredential, form, change: bool) -> None:
         saved = services.provider_credential_set(
-            organization=form.cleaned_data["organization"],
-            kind=form.cleaned_data["kind"],
-            base_url=form.cleaned_data["base_url"],
+            organization=obj.organization,
+            kind=obj.kind,
+            base_url=obj.base_url,
             api_key=form.cleaned_data.get("api_key") or None,
         )
         obj.pk = saved.pk

@@ -60,8 +60,12 @@ def lookup_prefix(raw: str) -> str:
 
 
 def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
-    """The raw key from `Authorization: Bearer <key>` (the OpenAI SDK) or `X-API-Key`."""
+    """The raw key from `Authorization: Bearer <key>` (the OpenAI SDK) or `X-API-Key`.
+
+    An Authorization header of another scheme (a proxy's Basic auth, say) does not hide
+    an X-API-Key header."""
     if authorization is not None:
         scheme, _, token = authorization.partition(" ")
-        return token.strip() if scheme.lower() == "bearer" else None
+        if scheme.lower() == "bearer":
+            return token.strip()
     return x_api_key.strip() if x_api_key is not None else None

@@ -8,7 +8,7 @@ from enum import StrEnum
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -21,15 +21,26 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 def organization_create(*, name: str, slug: str | None = None) -> Organization:
+    """Create an organization with a unique slug made from `slug` or `name`."""
     base = slugify(slug or name)[:70] or "org"
-    candidate, n = base, 1
-    while Organization.objects.filter(slug=candidate).exists():
+    n = 1
+    while True:
+        candidate = base if n == 1 else f"{base}-{n}"
+        if not Organization.objects.filter(slug=candidate).exists():
+            try:
+                # The unique index decides when two creations race for the same slug.
+                with transaction.atomic():
+                    return Organization.objects.create(name=name, slug=candidate)
+            except IntegrityError:
+                pass
         n += 1
-        candidate = f"{base}-{n}"
-    return Organization.objects.create(name=name, slug=candidate)
 
 
 def membership_set(*, organization: Organization, user: AbstractBaseUser, role: str) -> Membership:
+    """Give `user` this role in the organization; raises ValidationError on an unknown role."""
+    # update_or_create does not validate choices: without this any string is stored.
+    if role not in Membership.Role.values:
+        raise ValidationError(f"Unknown role {role!r}")
     membership, _ = Membership.objects.update_or_create(
         organization=organization, user=user, defaults={"role": role}
     )
@@ -56,7 +67,7 @@ def api_key_create(
         prefix=keys.lookup_prefix(raw),
         key_hash=keys.hash_key(raw),
         created_by=created_by,
-        expires_at=timezone.now() + expires_in if expires_in else None,
+        expires_at=timezone.now() + expires_in if expires_in is not None else None,
     )
     return CreatedApiKey(api_key=api_key, raw_key=raw)
 

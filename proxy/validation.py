@@ -30,7 +30,7 @@ def _common(body: dict) -> Invalid | None:
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         return Invalid("'model' is required and must be a non-empty string", "model")
-    if "stream" in body and not isinstance(body["stream"], bool):
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
         return Invalid("'stream' must be a boolean", "stream")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):

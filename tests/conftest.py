@@ -25,6 +25,14 @@ from tests.live import Gateway, start_gateway
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(request, settings):
+    """The default hasher costs ~0.3 s a user and every world makes three. Not with
+    `live_world`: the gateway process checks logins with the default hashers."""
+    if "live_world" not in request.fixturenames:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @dataclass
 class FakeUpstream:
     url: str

@@ -20,8 +20,9 @@ class Command(BaseCommand):
             organization = organization_get_by_slug(slug=org)
         except Http404 as exc:
             raise CommandError(f"No organization with slug {org!r}") from exc
-        user, _ = get_user_model().objects.get_or_create(
-            username=email, defaults={"email": email}
-        )
+        users = get_user_model().objects
+        user = users.filter(email__iexact=email).order_by("pk").first()
+        if user is None:
+            user = users.create_user(username=email, email=email)
         membership_set(organization=organization, user=user, role=role)
         self.stdout.write(f"{email} is {role} of {organization.slug}")

@@ -1,0 +1,163 @@
+"""Upstream base URLs must not point into the operator's own network (SSRF).
+
+Only literal public IPs are used as "accepted" examples: this machine has no
+internet DNS, and a literal IP needs none.
+"""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from organizations.models import ProviderCredential
+from organizations.services import organization_create, provider_credential_set
+from organizations.urlcheck import validate_upstream_base_url
+
+REFUSED_AS_PRIVATE = [
+    ("http://169.254.169.254/", "169.254.169.254"),            # cloud metadata, link-local
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+    ("http://127.0.0.1/", "127.0.0.1"),
+    ("http://127.0.0.1:8000/v1", "127.0.0.1"),
+    ("http://localhost:8080/v1", "127.0.0.1"),                 # a name resolving to loopback
+    ("http://10.1.2.3/", "10.1.2.3"),
+    ("http://192.168.0.10/v1", "192.168.0.10"),
+    ("http://172.16.5.4/", "172.16.5.4"),
+    ("http://100.64.0.1/", "100.64.0.1"),                      # carrier-grade NAT
+    ("http://0.0.0.0/", "0.0.0.0"),
+    ("http://[::1]/", "::1"),
+    ("http://[fe80::1]/", "fe80::1"),
+    ("http://[fd00::1]/", "fd00::1"),
+    ("http://[::ffff:127.0.0.1]/", "127.0.0.1"),               # IPv4-mapped loopback
+    ("http://2130706433/", "127.0.0.1"),                       # 127.0.0.1 as one number
+]
+
+REFUSED_SCHEMES = [
+    "file:///etc/passwd",
+    "ftp://files.example.com/v1",
+    "gopher://127.0.0.1:6379/_FLUSHALL",
+    "javascript:alert(1)",
+    "//8.8.8.8/v1",
+]
+
+
+def refusal(url: str, *, allow_private: bool) -> str:
+    with pytest.raises(ValidationError) as caught:
+        validate_upstream_base_url(url, allow_private=allow_private)
+    return " ".join(caught.value.messages)
+
+
+@pytest.mark.parametrize(("url", "address"), REFUSED_AS_PRIVATE)
+def test_it_refuses_private_loopback_and_link_local_hosts(url, address):
+    message = refusal(url, allow_private=False)
+
+    assert address in message
+    assert "COGNITUDE_ALLOW_PRIVATE_UPSTREAMS" in message
+
+
+@pytest.mark.parametrize("url", REFUSED_SCHEMES)
+def test_it_refuses_anything_but_http_and_https(url):
+    assert "http:// or https://" in refusal(url, allow_private=False)
+
+
+@pytest.mark.parametrize("url", [
+    "http://metadata.google.internal/",
+    "http://metadata.google.internal./computeMetadata/v1/",
+    "http://METADATA.GOOGLE.INTERNAL/",
+    "http://metadata/",
+])
+def test_it_refuses_metadata_names_without_resolving_them(url):
+    assert "cloud metadata address" in refusal(url, allow_private=False)
+
+
+@pytest.mark.parametrize("url", [
+    "https://user:sk-secret@8.8.8.8/v1",
+    "https://sk-secret@8.8.8.8/v1",
+    "https://user:sk-secret@127.0.0.1/v1",
+])
+def test_it_refuses_credentials_in_the_url(url):
+    assert "not in the URL" in refusal(url, allow_private=False)
+    assert "not in the URL" in refusal(url, allow_private=True)
+
+
+def test_it_refuses_a_url_without_a_host():
+    assert "no host" in refusal("http:///v1", allow_private=False)
+
+
+def test_it_refuses_a_name_that_does_not_resolve():
+    assert "Cannot resolve" in refusal("https://no-such-host.invalid/v1", allow_private=False)
+
+
+@pytest.mark.parametrize("url", [
+    "http://[::1",            # unbalanced IPv6 bracket
+    "http://8.8.8.8:99999/",  # port out of range
+    "http://8.8.8.8:port/",
+])
+def test_it_refuses_an_unparsable_url_with_a_validation_error(url):
+    # A ValueError here would be a 500 in the admin instead of a form error.
+    assert "not a valid URL" in refusal(url, allow_private=False)
+    assert "not a valid URL" in refusal(url, allow_private=True)
+
+
+@pytest.mark.parametrize("url", [
+    "https://8.8.8.8/v1",
+    "http://1.1.1.1:8080/v1",
+    "https://[2001:4860:4860::8888]/v1",
+])
+def test_it_accepts_a_public_address(url):
+    validate_upstream_base_url(url, allow_private=False)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8000/v1",
+    "http://localhost:11434/v1",
+    "http://10.1.2.3/",
+    "http://[::1]:8080/v1",
+])
+def test_it_accepts_private_hosts_when_allowed(url):
+    validate_upstream_base_url(url, allow_private=True)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/"])
+def test_it_still_refuses_other_schemes_when_private_hosts_are_allowed(url):
+    assert "http:// or https://" in refusal(url, allow_private=True)
+
+
+# --- through provider_credential_set, as the admin and the commands use it ---------------
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/",
+    "http://localhost:8080/v1",
+    "http://[::1]/",
+    "file:///etc/passwd",
+    "http://metadata.google.internal/",
+])
+def test_it_stores_no_credential_for_a_refused_url(db, settings, url):
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = False
+    org = organization_create(name="Org A")
+
+    with pytest.raises(ValidationError):
+        provider_credential_set(organization=org, kind="openai", base_url=url,
+                                api_key="sk-org-a-1234")
+
+    assert not ProviderCredential.objects.filter(organization=org).exists()
+
+
+def test_it_keeps_the_old_credential_when_the_new_url_is_refused(db, settings):
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = False
+    org = organization_create(name="Org A")
+    provider_credential_set(organization=org, kind="openai", base_url="https://8.8.8.8/v1",
+                            api_key="sk-org-a-1234")
+
+    with pytest.raises(ValidationError, match="127.0.0.1"):
+        provider_credential_set(organization=org, kind="openai",
+                                base_url="http://127.0.0.1:6379/", api_key=None)
+
+    assert ProviderCredential.objects.get(organization=org).base_url == "https://8.8.8.8/v1"
+
+
+def test_it_stores_a_private_url_when_the_operator_allows_it(db, settings):
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
+    org = organization_create(name="Org A")
+
+    provider_credential_set(organization=org, kind="openai",
+                            base_url="http://localhost:11434/v1", api_key="sk-local")
+
+    assert ProviderCredential.objects.get(organization=org).base_url == "http://localhost:11434/v1"
