@@ -3,6 +3,42 @@ from django.db import models
 from organizations.models import ApiKey, Organization
 
 
+class ModelPrice(models.Model):
+    """A list price, per million tokens, in force from `effective_from` on.
+
+    `model` is an exact model name (`gpt-4o-2024-05-13`) or a glob pattern
+    (`gpt-4o-mini*`, `*llama-3.1-70b*`) so dated snapshots and provider-prefixed names
+    share one row. Matching ignores case. `analytics.prices` picks the row: an exact
+    name beats a pattern, a longer pattern beats a shorter one, and among one name's
+    rows the newest `effective_from` not after the request wins.
+    """
+
+    model = models.CharField(
+        max_length=200,
+        help_text="Exact model name, or a glob pattern with * (e.g. gpt-4o-mini*).",
+    )
+    provider = models.CharField(max_length=40, blank=True, help_text="For reading only.")
+    input_per_million = models.DecimalField(
+        "input USD per 1M tokens", max_digits=12, decimal_places=6
+    )
+    output_per_million = models.DecimalField(
+        "output USD per 1M tokens", max_digits=12, decimal_places=6
+    )
+    effective_from = models.DateField()
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "effective_from"], name="one_price_per_model_and_date"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return (f"{self.model}: {self.input_per_million} / {self.output_per_million} "
+                f"from {self.effective_from}")
+
+
 class RequestLog(models.Model):
     """One row per proxied request, written in batches by the event pipeline."""
 
@@ -46,6 +82,9 @@ class RequestLog(models.Model):
             models.Index(fields=["organization", "created_at"]),
             models.Index(fields=["organization", "model_requested", "created_at"]),
             models.Index(fields=["organization", "api_key", "created_at"]),
+            # /cache/stats counts hits and misses over all time: an index-only count.
+            models.Index(fields=["organization", "cache_outcome"],
+                         name="requestlog_org_outcome_idx"),
         ]
 
     def __str__(self) -> str:

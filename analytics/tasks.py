@@ -1,14 +1,27 @@
 """Batches of request events into RequestLog rows. Idempotent: the request id is unique
 and a redelivered batch inserts nothing twice."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
 
 from analytics.models import RequestLog
+from analytics.prices import PriceBook, request_costs
 
 
-def _row(event: dict) -> RequestLog:
+def _row(event: dict, *, prices: PriceBook) -> RequestLog:
+    created_at = datetime.fromtimestamp(event["created_at"], tz=UTC)
+    cost, saved_cost = request_costs(
+        prices=prices,
+        model=event["model_used"] or event["model_requested"],
+        hit=event["cache_outcome"].startswith("hit_"),
+        status=event["status"],
+        prompt_tokens=event["prompt_tokens"],
+        completion_tokens=event["completion_tokens"],
+        at=created_at,
+    )
     return RequestLog(
         request_id=event["request_id"],
         organization_id=event["org_id"],
@@ -27,7 +40,9 @@ def _row(event: dict) -> RequestLog:
         latency_ms=event["latency_ms"],
         upstream_latency_ms=event["upstream_latency_ms"],
         streamed=event["streamed"],
-        created_at=datetime.fromtimestamp(event["created_at"], tz=UTC),
+        cost=cost,
+        saved_cost=saved_cost,
+        created_at=created_at,
     )
 
 
@@ -35,5 +50,27 @@ def _row(event: dict) -> RequestLog:
              max_retries=None)
 def request_logs_store(events: list[dict]) -> int:
     """Insert request records; rows already there (same request id) are left alone."""
-    RequestLog.objects.bulk_create([_row(e) for e in events], ignore_conflicts=True)
+    prices = PriceBook.load()  # once per batch, not once per row
+    RequestLog.objects.bulk_create([_row(e, prices=prices) for e in events],
+                                   ignore_conflicts=True)
     return len(events)
+
+
+PRUNE_BATCH = 10_000
+
+
+@shared_task(autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=600,
+             max_retries=5)
+def request_logs_prune() -> int:
+    """Delete request records older than COGNITUDE_REQUEST_LOG_RETENTION_DAYS.
+
+    In batches, each its own short statement, so the table is never locked long and a
+    retry after a failure only redoes the batch that failed."""
+    cutoff = timezone.now() - timedelta(days=settings.COGNITUDE_REQUEST_LOG_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(RequestLog.objects.filter(created_at__lt=cutoff)
+                   .values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not ids:
+            return deleted
+        deleted += RequestLog.objects.filter(pk__in=ids).delete()[0]

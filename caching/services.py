@@ -14,14 +14,17 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Sum
+from django.db.models import Count, Subquery
 from django.utils import timezone
 
 from analytics.buffer import emit
+from analytics.models import RequestLog
+from analytics.selectors import HIT_OUTCOMES
 from caching.hot import HotStats, hot_tier
 from caching.models import CacheEntry
 from caching.payload import CachedResponse, CorruptEntry, pack, unpack
 from cognitude.db import run_in_db_thread
+from organizations.models import Organization
 
 logger = logging.getLogger("cognitude.caching")
 
@@ -208,19 +211,33 @@ class CacheStats:
     redis_hits: int
 
 
-def _cold_totals(org_id: int) -> tuple[int, int]:
-    totals = CacheEntry.objects.filter(organization_id=org_id).aggregate(
-        entries=Count("id"), hits=Sum("hits")
-    )
-    return totals["entries"] or 0, totals["hits"] or 0
+def _totals(org_id: int) -> dict:
+    """Cold-tier entries and all-time hits and misses, in one query."""
+    logs = RequestLog.objects.filter(organization_id=org_id)
+    return Organization.objects.filter(pk=org_id).values(
+        entries=Subquery(
+            CacheEntry.objects.filter(organization_id=org_id).order_by()
+            .values("organization_id").annotate(n=Count("*")).values("n")
+        ),
+        hits=Subquery(logs.filter(cache_outcome__in=HIT_OUTCOMES).order_by()
+                      .values("organization_id").annotate(n=Count("*")).values("n")),
+        misses=Subquery(logs.filter(cache_outcome="miss").order_by()
+                        .values("organization_id").annotate(n=Count("*")).values("n")),
+    ).first() or {}
 
 
 async def cache_stats(*, org_id: int) -> CacheStats:
-    """The seed's /cache/stats numbers for one organization."""
-    entries, hits = await run_in_db_thread(_cold_totals, org_id)
+    """The seed's /cache/stats numbers for one organization.
+
+    Entries come from the cold tier (every cached answer is there). Hits and the hit
+    rate come from the request records, hits / (hits + misses) over all time, so they
+    count every tier and stay right when Redis evicts or restarts; requests that
+    bypassed the cache are not lookups and count in neither.
+    """
+    totals = await run_in_db_thread(_totals, org_id)
+    entries, hits = totals.get("entries") or 0, totals.get("hits") or 0
+    lookups = hits + (totals.get("misses") or 0)
     hot: HotStats | None = await hot_tier().stats(org_id)
-    # Every entry was a miss once; every hit after that is a hit.
-    lookups = entries + hits
     return CacheStats(
         total_entries=entries,
         total_hits=hits,

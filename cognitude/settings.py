@@ -52,11 +52,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "organizations",
     "caching",
     "analytics",
     "proxy",
     "fakeupstream",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -184,6 +186,7 @@ COGNITUDE_SPOOL_RETRY_SECONDS = _env_value("COGNITUDE_SPOOL_RETRY_SECONDS", floa
 COGNITUDE_SPOOL_DIR = Path(_env_value("COGNITUDE_SPOOL_DIR", str, str(VAR_DIR / "spool")))
 COGNITUDE_REQUEST_LOG_RETENTION_DAYS = _env_value("COGNITUDE_REQUEST_LOG_RETENTION_DAYS",
                                                   int, 90)
+# Beat's record of last runs: in var/, not in whatever directory beat was started from.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPSTREAM_TIMEOUT",
               "COGNITUDE_REDIS_TIMEOUT", "COGNITUDE_COALESCE_TIMEOUT",
@@ -217,13 +220,24 @@ warnings.filterwarnings(
     "ignore", message="StreamingHttpResponse must consume synchronous iterators"
 )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:index"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
     ],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cognitude management API",
+    "DESCRIPTION": "Analytics and recommendations for one organization, by its API key "
+                   "or a member's session. The /v1 proxy is OpenAI's API and is not "
+                   "described here.",
+    "VERSION": COGNITUDE_VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 LOGGING = {

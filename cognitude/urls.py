@@ -1,10 +1,28 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 
+from analytics.metrics import metrics_view
 from cognitude.health import health
 
 urlpatterns = [
     path("health", health, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True),
+         name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
+    path("accounts/password/",
+         auth_views.PasswordChangeView.as_view(
+             template_name="registration/change_password.html"),
+         name="password_change"),
+    path("accounts/password/done/",
+         auth_views.PasswordChangeDoneView.as_view(
+             template_name="registration/change_password_done.html"),
+         name="password_change_done"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/", include("analytics.urls")),
     path("", include("caching.urls")),
+    path("", include("dashboard.urls")),
 ]
