@@ -5,10 +5,12 @@ from datetime import UTC, datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from analytics.models import RequestLog
 from analytics.prices import PriceBook, request_costs
+from organizations.models import ApiKey, Organization
 
 
 def _row(event: dict, *, prices: PriceBook) -> RequestLog:
@@ -46,14 +48,26 @@ def _row(event: dict, *, prices: PriceBook) -> RequestLog:
     )
 
 
-@shared_task(autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=60,
-             max_retries=None)
+# Retried only while the database is unreachable: any other error would fail the same
+# way forever.
+@shared_task(autoretry_for=(OperationalError, InterfaceError), retry_backoff=True,
+             retry_backoff_max=60, max_retries=None)
 def request_logs_store(events: list[dict]) -> int:
-    """Insert request records; rows already there (same request id) are left alone."""
+    """Insert request records; rows already there (same request id) are left alone.
+
+    Records of an organization deleted meanwhile are dropped; a deleted key's records
+    are kept without the key."""
+    orgs = set(Organization.objects.filter(pk__in={e["org_id"] for e in events})
+               .values_list("pk", flat=True))
+    keys = set(ApiKey.objects.filter(pk__in={e["api_key_id"] for e in events})
+               .values_list("pk", flat=True))
     prices = PriceBook.load()  # once per batch, not once per row
-    RequestLog.objects.bulk_create([_row(e, prices=prices) for e in events],
-                                   ignore_conflicts=True)
-    return len(events)
+    rows = [_row(e, prices=prices) for e in events if e["org_id"] in orgs]
+    for row in rows:
+        if row.api_key_id not in keys:
+            row.api_key_id = None
+    RequestLog.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
 
 
 PRUNE_BATCH = 10_000

@@ -7,6 +7,7 @@ one pointed at a Redis they will kill) share them.
 import os
 import shutil
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.request
@@ -53,6 +54,8 @@ def start_gateway(env: dict[str, str], *, timeout: float = 20.0) -> Gateway:
         "COGNITUDE_EVENT_FLUSH_SECONDS": "0.05",
         "COGNITUDE_API_KEY_CACHE_SECONDS": "1",
         "COGNITUDE_UPSTREAM_TIMEOUT": "3",
+        # Each gateway its own spool, so no run replays another run's events.
+        "COGNITUDE_SPOOL_DIR": tempfile.mkdtemp(prefix="cognitude-spool-"),
         "CELERY_BROKER_URL": "",
         **env,
     }

@@ -76,8 +76,16 @@ class OpenAIProvider(Provider):
 
     @staticmethod
     async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        # Split lines ourselves: aiohttp's line reader refuses lines over 128 KiB, and a
+        # single SSE event (a large tool call, say) can be longer.
+        pending = b""
         try:
-            async for line in response.content:
-                yield line
+            async for data in response.content.iter_any():
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line
         except (TimeoutError, *_NETWORK_ERRORS) as exc:
             raise _map_error(exc) from exc
+        if pending:
+            yield pending
