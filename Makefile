@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	bin/ensure-services
+	bin/ensure-browser
 	$(BIN)/ruff check .
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) \
 	TEST_BROKER_URL=$(TEST_BROKER_URL) REDIS_URL= CELERY_BROKER_URL= \

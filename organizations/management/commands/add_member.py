@@ -24,5 +24,9 @@ class Command(BaseCommand):
         user = users.filter(email__iexact=email).order_by("pk").first()
         if user is None:
             user = users.create_user(username=email, email=email)
+            # A password never goes on a command line (shell history, ps); Django's own
+            # command asks for it twice and applies the password validators.
+            self.stdout.write(f"Created {email} without a password; to let them log in "
+                              f"to the dashboard: python manage.py changepassword {email}")
         membership_set(organization=organization, user=user, role=role)
         self.stdout.write(f"{email} is {role} of {organization.slug}")

@@ -1,0 +1,22 @@
+from django.urls import path
+
+from dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("orgs/<slug:slug>/", views.overview, name="overview"),
+    path("orgs/<slug:slug>/top-recommendations/", views.top_recommendations,
+         name="top-recommendations"),
+    path("orgs/<slug:slug>/usage/", views.usage, name="usage"),
+    path("orgs/<slug:slug>/usage.csv", views.usage_csv, name="usage-csv"),
+    path("orgs/<slug:slug>/cache/", views.cache, name="cache"),
+    path("orgs/<slug:slug>/cache/clear/", views.cache_clear_view, name="cache-clear"),
+    path("orgs/<slug:slug>/keys/", views.keys, name="keys"),
+    path("orgs/<slug:slug>/keys/new/", views.key_create, name="key-create"),
+    path("orgs/<slug:slug>/keys/<int:key_id>/revoke/", views.key_revoke, name="key-revoke"),
+    path("orgs/<slug:slug>/providers/", views.providers, name="providers"),
+    path("orgs/<slug:slug>/recommendations/", views.recommendations,
+         name="recommendations"),
+]
