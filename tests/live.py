@@ -7,8 +7,8 @@ one pointed at a Redis they will kill) share them.
 import os
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
