@@ -2,18 +2,32 @@
 
 `emit()` is a deque append (thread-safe, microseconds, never blocks). A background
 thread drains the buffer every COGNITUDE_EVENT_FLUSH_SECONDS (sooner when a batch
-fills) and hands each kind's batch to its Celery task. Under the embedded defaults
+fills) and publishes each kind's batch to its Celery task, with short timeouts. A
+batch the broker does not confirm goes to the local spool (analytics/spool.py) and is
+replayed, in order, when the broker takes messages again. Under the embedded defaults
 the tasks run inline in that thread, so the request path never waits for a database.
+
+The flusher also feeds the Prometheus metrics from the request events it sees, so the
+request path pays nothing for them.
 """
 
 import atexit
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
+from amqp.exceptions import MessageNacked
+from celery import Task
 from django.conf import settings
 from django.utils.module_loading import import_string
+from kombu import Connection
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from analytics import metrics
+from analytics.spool import Batch, Spool, batch_new
+from cognitude.celery import app
 
 logger = logging.getLogger("cognitude.analytics")
 
@@ -27,10 +41,88 @@ TASKS: dict[str, str] = {
 MAX_BATCH = 500
 
 
+def _transport_options(timeout: float) -> dict[str, Any]:
+    """Bound every wait on the broker. Celery's defaults block delay() for 20-100 s on a
+    hung broker; these make a publish give up after about `timeout` instead."""
+    options: dict[str, Any] = {"max_retries": 0, "connect_retries_timeout": timeout}
+    if app.conf.broker_url.startswith(("redis", "rediss")):
+        options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    else:
+        # confirm_publish: the broker acknowledges each message once it has it (on disk,
+        # for a durable queue); without it a message in a dying broker's socket
+        # buffer is lost and we would never know.
+        options.update(confirm_publish=True, read_timeout=timeout, write_timeout=timeout)
+    return options
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not take a batch in time: down, hung, or refusing it."""
+
+
+class Publisher:
+    """Hands batches to their tasks through the broker, on a connection of its own."""
+
+    def __init__(self, *, timeout: float) -> None:
+        self._timeout = timeout
+        self._connection: Connection | None = None
+
+    def publish(self, batch: Batch) -> None:
+        """Return once the broker has the batch; raise BrokerUnavailable if it does not
+        take it in time. Under the embedded defaults the task runs here and now, and
+        its own exceptions propagate."""
+        task = import_string(TASKS[batch.kind])
+        if app.conf.task_always_eager:
+            task.apply_async((batch.events,), task_id=batch.id)
+            return
+        fresh = self._connection is None
+        try:
+            self._send(task, batch)
+        except BrokerUnavailable:
+            if fresh:
+                raise
+            # A connection kept from an earlier flush may have gone stale (broker
+            # restarted, idle TCP dropped): one more try on a new one.
+            self._send(task, batch)
+
+    def _send(self, task: Task, batch: Batch) -> None:
+        if self._connection is None:
+            self._connection = app.connection_for_write(
+                connect_timeout=self._timeout, heartbeat=0,
+                transport_options=_transport_options(self._timeout),
+            )
+        broker_errors = (KombuOperationalError, OSError, MessageNacked,
+                         *self._connection.connection_errors,
+                         *self._connection.channel_errors)
+        try:
+            task.apply_async((batch.events,), task_id=batch.id, connection=self._connection,
+                             retry=False, timeout=self._timeout,
+                             confirm_timeout=self._timeout)
+        except broker_errors as exc:
+            self.close()
+            raise BrokerUnavailable(str(exc)) from exc
+
+    def close(self) -> None:
+        """Let go of the connection without a word to the broker: a hung broker would
+        keep a polite close() waiting for its answer."""
+        if self._connection is not None:
+            self._connection.collect()
+            self._connection = None
+
+
 class EventBuffer:
-    def __init__(self, *, flush_seconds: float) -> None:
+    """The events of this process on their way to the broker, and the thread that sends
+    them. `flush()` is the one place batches leave: published, or spooled."""
+
+    def __init__(self, *, flush_seconds: float, retry_seconds: float, publisher: Publisher,
+                 spool: Spool) -> None:
         self._events: deque[tuple[str, dict[str, Any]]] = deque()
         self._flush_seconds = flush_seconds
+        self._retry_seconds = retry_seconds
+        self._publisher = publisher
+        self._spool = spool
+        # Until then, batches go straight to the spool: the broker failed recently and
+        # each try against a hung one costs the flusher a publish timeout.
+        self._retry_at = 0.0
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -55,30 +147,93 @@ class EventBuffer:
         while True:
             self._wake.wait(self._flush_seconds)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the flusher must outlive any one bad flush
+                logger.exception("the event flush failed")
 
     def flush(self) -> None:
-        """Send everything buffered now (called by the flusher and at shutdown)."""
+        """Publish or spool everything buffered now (the flusher, and at shutdown)."""
         with self._lock:
-            batches: dict[str, list[dict[str, Any]]] = {}
-            while self._events:
-                kind, event = self._events.popleft()
-                batches.setdefault(kind, []).append(event)
-            for kind, events in batches.items():
-                for start in range(0, len(events), MAX_BATCH):
-                    self._send(kind, events[start:start + MAX_BATCH])
+            metrics.buffer_depth(len(self._events))
+            batches = self._drain()
+            if time.monotonic() >= self._retry_at:
+                self._spool.adopt_orphans()
+                self._replay()
+            if len(self._spool) or time.monotonic() < self._retry_at:
+                self._spool_batches(batches)  # behind the spooled ones, to keep the order
+            else:
+                self._publish(batches)
+            metrics.spool_depth(self._spool.events)
 
-    def _send(self, kind: str, events: list[dict[str, Any]]) -> None:
+    def _drain(self) -> list[Batch]:
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        while self._events:
+            kind, event = self._events.popleft()
+            by_kind.setdefault(kind, []).append(event)
+        metrics.requests_observe(by_kind.get("request_log", ()))
+        return [
+            batch_new(kind, events[start:start + MAX_BATCH])
+            for kind, events in by_kind.items()
+            for start in range(0, len(events), MAX_BATCH)
+        ]
+
+    def _replay(self) -> None:
+        if not len(self._spool):
+            return
         try:
-            import_string(TASKS[kind]).delay(events)
+            self._spool.replay(self._deliver)
+        except BrokerUnavailable:
+            self._broker_failed(len(self._spool))
+        else:
+            logger.info("replayed the event spool")
+
+    def _publish(self, batches: list[Batch]) -> None:
+        for done, batch in enumerate(batches):
+            try:
+                self._deliver(batch)
+            except BrokerUnavailable:
+                self._broker_failed(len(batches) - done)
+                self._spool_batches(batches[done:])
+                return
+
+    def _deliver(self, batch: Batch) -> None:
+        """Publish one batch; raise BrokerUnavailable when it should wait in the spool.
+
+        Any other failure is this batch's alone (under the embedded defaults, its task
+        failing inline): it is logged and dropped, never left to block the batches
+        behind it in the spool forever."""
+        try:
+            self._publisher.publish(batch)
+        except BrokerUnavailable:
+            raise
         except Exception:
-            logger.exception("could not hand %d %s event(s) to their task", len(events), kind)
+            logger.exception("dropped %d %s event(s): their task failed",
+                             len(batch.events), batch.kind)
+            metrics.events_dropped(batch.kind, len(batch.events))
+        else:
+            metrics.events_published(batch.kind, len(batch.events))
+
+    def _broker_failed(self, pending: int) -> None:
+        logger.warning("the broker did not take %d event batch(es); spooling until it does",
+                       pending, exc_info=True)
+        self._retry_at = time.monotonic() + self._retry_seconds
+
+    def _spool_batches(self, batches: list[Batch]) -> None:
+        self._spool.append(batches)
+        for batch in batches:
+            metrics.events_spooled(batch.kind, len(batch.events))
 
     def __len__(self) -> int:
         return len(self._events)
 
 
-buffer = EventBuffer(flush_seconds=settings.COGNITUDE_EVENT_FLUSH_SECONDS)
+buffer = EventBuffer(
+    flush_seconds=settings.COGNITUDE_EVENT_FLUSH_SECONDS,
+    retry_seconds=settings.COGNITUDE_SPOOL_RETRY_SECONDS,
+    publisher=Publisher(timeout=settings.COGNITUDE_PUBLISH_TIMEOUT),
+    spool=Spool(settings.COGNITUDE_SPOOL_DIR),
+)
 
 
 def emit(kind: str, event: dict[str, Any]) -> None:
