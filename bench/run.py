@@ -68,6 +68,9 @@ class Scenario:
     stream: bool = False
     unique: bool = False
     connections: int | None = None  # None: the --connections option
+    # False runs on a gateway started with COGNITUDE_REQUEST_LOG=false: what analytics
+    # costs the hot path is the difference with the same scenario recorded.
+    record_requests: bool = True
 
     def body(self) -> str:
         payload: dict[str, Any] = {"model": "gpt-4o-mini", "temperature": 0}
@@ -91,6 +94,8 @@ SCENARIOS = {
         ),
         Scenario("hit", "the same body every time: cache hits after a warm-up"),
         Scenario("hit-c1", "cache hits at concurrency 1: latency", connections=1),
+        Scenario("hit-nolog", "cache hits with request records off (analytics' cost)",
+                 record_requests=False),
         Scenario("miss", "a unique body every time: every request goes upstream", unique=True),
         Scenario(
             "stream-hit",
@@ -321,8 +326,9 @@ def ensure_database(database_url: str) -> None:
             connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def gateway_env(tasks: str) -> dict[str, str]:
+def gateway_env(tasks: str, record_requests: bool) -> dict[str, str]:
     env = {**GATEWAY_ENV_DEFAULTS, **os.environ}
+    env["COGNITUDE_REQUEST_LOG"] = "true" if record_requests else "false"
     # "worker" is the production shape: the gateway only publishes event batches and
     # a Celery worker (on the client core) writes them; "inline" is the embedded mode.
     env["CELERY_BROKER_URL"] = (
@@ -383,8 +389,8 @@ def running_worker(env: dict[str, str]) -> Iterator[None]:
 
 
 @contextmanager
-def running_gateway(upstream_url: str, tasks: str) -> Iterator[Gateway]:
-    env = gateway_env(tasks)
+def running_gateway(upstream_url: str, tasks: str, record_requests: bool) -> Iterator[Gateway]:
+    env = gateway_env(tasks, record_requests)
     api_key = provision(env, upstream_url)
     port = free_port()
     command = [
@@ -502,9 +508,12 @@ def run_all(
     for scenario in chosen:
         if not scenario.via_gateway:
             run(scenario, None)
-    gateway_scenarios = [scenario for scenario in chosen if scenario.via_gateway]
-    if gateway_scenarios:
-        with running_gateway(upstream_url, args.tasks) as gateway:
+    for record_requests in (True, False):
+        gateway_scenarios = [scenario for scenario in chosen if scenario.via_gateway
+                             and scenario.record_requests == record_requests]
+        if not gateway_scenarios:
+            continue
+        with running_gateway(upstream_url, args.tasks, record_requests) as gateway:
             rss_mib = gateway.idle_rss_kb / 1024
             print(f"gateway: ready in {gateway.ready_s:.2f} s, idle RSS {rss_mib:.1f} MiB")
             for scenario in gateway_scenarios:

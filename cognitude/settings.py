@@ -178,6 +178,8 @@ COGNITUDE_REDIS_BREAKER_SECONDS = _env_value("COGNITUDE_REDIS_BREAKER_SECONDS", 
 COGNITUDE_HOT_TIER_MAX_BYTES = _env_value("COGNITUDE_HOT_TIER_MAX_BYTES", int, 256 * 1024 * 1024)
 COGNITUDE_COALESCE_TIMEOUT = _env_value("COGNITUDE_COALESCE_TIMEOUT", float, 30.0)
 COGNITUDE_EVENT_FLUSH_SECONDS = _env_value("COGNITUDE_EVENT_FLUSH_SECONDS", float, 1.0)
+# Off: no RequestLog rows (no analytics, no costs); for privacy, or to measure their cost.
+COGNITUDE_REQUEST_LOG = _env_value("COGNITUDE_REQUEST_LOG", bool, True)
 # The event pipeline: how long a publish may wait on the broker before the batch goes to
 # the local spool, how soon to try the broker again, and where the spool files live
 # (one per process; several processes may share the directory).

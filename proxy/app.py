@@ -138,6 +138,9 @@ async def send_hit(send, hit: CachedResponse, tier: str, *, stream: bool,
 
 # --- The record of a request (analytics) ----------------------------------------------
 
+# Read once: a settings lookup per request shows in the hit path's profile.
+_RECORDING = settings.COGNITUDE_REQUEST_LOG
+
 _OUTCOMES = {"redis": "hit_redis", "memory": "hit_memory", "postgres": "hit_postgres",
              "coalesced": "hit_coalesced"}
 
@@ -171,8 +174,8 @@ class Record:
         self.model_used = self.model_requested
 
     def emit(self) -> None:
-        if self.org_id is None:
-            return  # unauthenticated: nobody's analytics to put it in
+        if self.org_id is None or not _RECORDING:
+            return  # unauthenticated (nobody's analytics to put it in), or recording off
         emit("request_log", {
             "request_id": self.request_id,
             "org_id": self.org_id,

@@ -4,6 +4,7 @@ org B); real PostgreSQL and Redis, the fake upstream and the gateway over socket
 import json
 import os
 import secrets
+import time
 import urllib.request
 from dataclasses import dataclass
 
@@ -127,8 +128,31 @@ def world(db, settings, fake_upstream) -> World:
     return make_world(fake_upstream.api_base)
 
 
+def wait_for_quiet_writes(*, poll: float = 0.06, timeout: float = 3.0) -> None:
+    """Wait until the gateways' background writes (request records, cold-tier entries)
+    have stopped for two polls in a row.
+
+    pytest-django empties the tables after each live test; a write landing during that
+    TRUNCATE can deadlock it and leave the next test a dirty database."""
+    from analytics.models import RequestLog
+    from caching.models import CacheEntry
+
+    def counts() -> tuple[int, int, int]:
+        hits = sum(CacheEntry.objects.values_list("hits", flat=True))
+        return RequestLog.objects.count(), CacheEntry.objects.count(), hits
+
+    deadline = time.monotonic() + timeout
+    last, stable = counts(), 0
+    while stable < 2 and time.monotonic() < deadline:
+        time.sleep(poll)
+        now = counts()
+        stable = stable + 1 if now == last else 0
+        last = now
+
+
 @pytest.fixture
 def live_world(transactional_db, settings, fake_upstream, clean_redis) -> World:
     """The world committed, so the gateway process sees it; Redis emptied."""
     settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
-    return make_world(fake_upstream.api_base)
+    yield make_world(fake_upstream.api_base)
+    wait_for_quiet_writes()

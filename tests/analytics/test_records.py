@@ -49,3 +49,22 @@ def test_it_records_errors_and_bypasses(gateway, live_world):
     bypass, failure = wait_for_logs(live_world.a.org, 2)
     assert (bypass.cache_outcome, bypass.cache_bypassed) == ("bypass", True)
     assert (failure.status, failure.cache_outcome) == (500, "miss")
+
+
+def test_it_records_nothing_when_request_logging_is_off(live_world):
+    from tests.conftest import TEST_REDIS_URL
+    from tests.live import start_gateway
+    from tests.proxy.helpers import wait_for_entries
+
+    gateway = start_gateway({"REDIS_URL": TEST_REDIS_URL, "COGNITUDE_REQUEST_LOG": "false"})
+    try:
+        client = client_for(gateway.url, live_world.a.raw_key)
+        ask(client, "private question")
+        assert ask(client, "private question")[1]["x-cognitude-cache"] == "HIT"
+        # The cold-tier write goes through the same pipeline: once it has landed, a
+        # request record would have too.
+        assert len(wait_for_entries(live_world.a.org, 1)) == 1
+        time.sleep(0.2)
+        assert not RequestLog.objects.filter(organization=live_world.a.org).exists()
+    finally:
+        gateway.stop()
