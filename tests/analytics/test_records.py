@@ -6,7 +6,9 @@ import openai
 import pytest
 
 from analytics.models import RequestLog
-from tests.proxy.helpers import ask, client_for
+from tests.conftest import TEST_REDIS_URL
+from tests.live import start_gateway
+from tests.proxy.helpers import ask, client_for, wait_for_entries
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,10 +54,6 @@ def test_it_records_errors_and_bypasses(gateway, live_world):
 
 
 def test_it_records_nothing_when_request_logging_is_off(live_world):
-    from tests.conftest import TEST_REDIS_URL
-    from tests.live import start_gateway
-    from tests.proxy.helpers import wait_for_entries
-
     gateway = start_gateway({"REDIS_URL": TEST_REDIS_URL, "COGNITUDE_REQUEST_LOG": "false"})
     try:
         client = client_for(gateway.url, live_world.a.raw_key)
