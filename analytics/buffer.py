@@ -34,7 +34,6 @@ logger = logging.getLogger("cognitude.analytics")
 # Event kind -> the Celery task that stores a batch of them.
 TASKS: dict[str, str] = {
     "cache_entry": "caching.tasks.cache_entries_store",
-    "cache_hit": "caching.tasks.cache_hits_record",
     "request_log": "analytics.tasks.request_logs_store",
 }
 

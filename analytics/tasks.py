@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from analytics.models import RequestLog
 from analytics.prices import PriceBook, request_costs
+from analytics.selectors import HIT_OUTCOMES
+from caching.services import cache_hits_add
 from organizations.models import ApiKey, Organization
 
 
@@ -61,13 +63,28 @@ def request_logs_store(events: list[dict]) -> int:
                .values_list("pk", flat=True))
     keys = set(ApiKey.objects.filter(pk__in={e["api_key_id"] for e in events})
                .values_list("pk", flat=True))
+    # Records already stored (a redelivered batch) are neither stored nor counted again.
+    seen = set(RequestLog.objects.filter(request_id__in=[e["request_id"] for e in events])
+               .values_list("request_id", flat=True))
     prices = PriceBook.load()  # once per batch, not once per row
-    rows = [_row(e, prices=prices) for e in events if e["org_id"] in orgs]
+    rows = [_row(e, prices=prices) for e in events
+            if e["org_id"] in orgs and e["request_id"] not in seen]
     for row in rows:
         if row.api_key_id not in keys:
             row.api_key_id = None
     RequestLog.objects.bulk_create(rows, ignore_conflicts=True)
+    cache_hits_add(hits=_hits(rows))
     return len(rows)
+
+
+def _hits(rows: list[RequestLog]) -> dict[tuple[int, str], tuple[int, datetime]]:
+    hits: dict[tuple[int, str], tuple[int, datetime]] = {}
+    for row in rows:
+        if row.cache_outcome in HIT_OUTCOMES:
+            key = (row.organization_id, row.cache_key)
+            count, last = hits.get(key, (0, row.created_at))
+            hits[key] = (count + 1, max(last, row.created_at))
+    return hits
 
 
 PRUNE_BATCH = 10_000

@@ -10,11 +10,12 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Count, Subquery
+from django.db import connection, transaction
+from django.db.models import Count, F, Subquery
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from analytics.buffer import emit
@@ -68,11 +69,6 @@ def _checked(raw: bytes, org_id: int) -> CachedResponse | None:
     return response
 
 
-def _record_hit(org_id: int, key_hash: str) -> None:
-    emit("cache_hit", {"org_id": org_id, "key_hash": key_hash,
-                       "at": timezone.now().isoformat()})
-
-
 async def cache_lookup(*, org_id: int, key_hash: str, ttl: int) -> CacheHit | None:
     """The cached answer for this key: Redis first, then PostgreSQL (promoted to Redis)."""
     tier = hot_tier()
@@ -80,7 +76,6 @@ async def cache_lookup(*, org_id: int, key_hash: str, ttl: int) -> CacheHit | No
     if raw is not None:
         response = _checked(raw, org_id)
         if response is not None:
-            _record_hit(org_id, key_hash)
             return CacheHit(response, TIER_REDIS if tier.kind == "redis" else TIER_MEMORY)
     try:
         raw = await run_in_db_thread(_cold_get, org_id, key_hash)
@@ -93,7 +88,6 @@ async def cache_lookup(*, org_id: int, key_hash: str, ttl: int) -> CacheHit | No
     if response is None:
         return None
     await tier.set(org_id, key_hash, raw, ttl)
-    _record_hit(org_id, key_hash)
     return CacheHit(response, TIER_POSTGRES)
 
 
@@ -126,6 +120,18 @@ async def cache_store(
         # bounds the hot tier.
         "expires_at": (now + timedelta(seconds=ttl)).isoformat() if ttl_is_explicit else None,
     })
+
+
+def cache_hits_add(*, hits: dict[tuple[int, str], tuple[int, datetime]]) -> None:
+    """Fold hits into CacheEntry.hits and last_hit_at: {(org_id, key_hash): (count, last)}.
+
+    Called by the request-log task for the hits it has just recorded, so the counts
+    follow the request records (and a redelivered batch does not count twice)."""
+    with transaction.atomic():
+        for (org_id, key_hash), (count, last) in sorted(hits.items()):
+            CacheEntry.objects.filter(organization_id=org_id, key_hash=key_hash).update(
+                hits=F("hits") + count, last_hit_at=Greatest(Coalesce("last_hit_at", last), last)
+            )
 
 
 class Coalescer:

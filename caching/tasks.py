@@ -1,12 +1,10 @@
 """Cold-tier writes, in batches, from the event buffer. Safe to run twice."""
 
 import base64
-from collections import Counter
 from datetime import datetime
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F
+from django.db import InterfaceError, OperationalError
 
 from caching.models import CacheEntry
 from organizations.models import Organization
@@ -47,26 +45,3 @@ def cache_entries_store(events: list[dict]) -> int:
                        "completion_tokens", "created_at", "expires_at"],
     )
     return len(entries)
-
-
-# Retried only while the database is unreachable: other errors would fail the same way
-# forever.
-@shared_task(autoretry_for=(OperationalError, InterfaceError), retry_backoff=True,
-             retry_backoff_max=60, max_retries=None)
-def cache_hits_record(events: list[dict]) -> int:
-    """Fold hits (from either tier) into CacheEntry.hits and last_hit_at.
-
-    Not idempotent: a redelivered batch counts its hits twice. Hit counts are a
-    statistic; the request log (analytics) is the exact record."""
-    counts = Counter((e["org_id"], e["key_hash"]) for e in events)
-    last = {}
-    for e in events:
-        key = (e["org_id"], e["key_hash"])
-        last[key] = max(last.get(key, e["at"]), e["at"])
-    with transaction.atomic():
-        for (org_id, key_hash), count in counts.items():
-            CacheEntry.objects.filter(organization_id=org_id, key_hash=key_hash).update(
-                hits=F("hits") + count,
-                last_hit_at=datetime.fromisoformat(last[(org_id, key_hash)]),
-            )
-    return sum(counts.values())

@@ -23,8 +23,7 @@ app.conf.beat_schedule = {
 # The pipeline's tasks return how many events they stored; counted here, in the process
 # that ran them (the worker, or the web process under the embedded defaults).
 _PIPELINE_TASKS = frozenset({"analytics.tasks.request_logs_store",
-                             "caching.tasks.cache_entries_store",
-                             "caching.tasks.cache_hits_record"})
+                             "caching.tasks.cache_entries_store"})
 
 
 @task_success.connect
