@@ -37,7 +37,7 @@ TASKS: dict[str, str] = {
     "request_log": "analytics.tasks.request_logs_store",
 }
 
-MAX_BATCH = 500
+MAX_BATCH = 2000
 
 
 def _transport_options(timeout: float) -> dict[str, Any]:
