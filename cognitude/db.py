@@ -6,6 +6,7 @@ thread keeping its own persistent connection.
 """
 
 import asyncio
+import gc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -30,6 +31,14 @@ def _with_live_connection(fn: Callable[..., T], *args, **kwargs) -> T:
             raise
         connection.close()
         return fn(*args, **kwargs)
+
+
+def db_threads_stop() -> None:
+    """End the database threads and close their connections. For shutdown."""
+    _executor.shutdown(wait=True)
+    # A finished thread's connection sits in a reference cycle until the collector
+    # frees (and so closes) it.
+    gc.collect()
 
 
 async def run_in_db_thread(fn: Callable[..., T], *args, **kwargs) -> T:

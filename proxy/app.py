@@ -16,6 +16,7 @@ from analytics.buffer import emit
 from caching.keys import request_hash
 from caching.payload import CachedResponse
 from caching.services import CacheHit, cache_lookup, cache_store, coalescer
+from cognitude.db import db_threads_stop
 from cognitude.errors import error_body
 from organizations.keys import key_from_headers
 from organizations.services import AuthFailure
@@ -486,6 +487,7 @@ async def lifespan(receive, send) -> None:
             await close_sessions()
             await hot_tier().close()
             await asyncio.get_running_loop().run_in_executor(None, buffer.flush)
+            db_threads_stop()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

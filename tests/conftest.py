@@ -13,6 +13,7 @@ import redis as redis_lib
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 
+from cognitude.db import db_threads_stop
 from fakeupstream.testing import start_fake_upstream, stop_fake_upstream
 from organizations.models import Organization
 from organizations.services import (
@@ -24,6 +25,14 @@ from organizations.services import (
 from tests.live import Gateway, start_gateway
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def db_threads_closed(django_db_setup):
+    """The ORM threads of cognitude.db keep connections to the test database open;
+    end them before pytest-django drops it."""
+    yield
+    db_threads_stop()
 
 
 @pytest.fixture(autouse=True)
