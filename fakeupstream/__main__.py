@@ -2,21 +2,14 @@
 
 import argparse
 
-from fakeupstream.server import DEFAULT_HOST, DEFAULT_PORT, serve
+from fakeupstream.server import add_arguments, serve
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m fakeupstream", description="Run the OpenAI-compatible fake upstream."
     )
-    parser.add_argument("--host", default=DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument(
-        "--latency-ms",
-        type=float,
-        default=0.0,
-        help="wait this long before each /v1/ answer",
-    )
+    add_arguments(parser)
     args = parser.parse_args()
     serve(host=args.host, port=args.port, latency_ms=args.latency_ms)
 

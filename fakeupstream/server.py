@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 import uvicorn
@@ -17,6 +18,14 @@ class DropBrokenResponseNotice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "ASGI callable returned without completing response."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command line of both entry points (`python -m fakeupstream`, manage.py)."""
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="wait this long before each /v1/ answer")
 
 
 def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, latency_ms: float = 0) -> None:

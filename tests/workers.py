@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.live import HOST, PROJECT_DIR, test_database_url
+from tests.live import HOST, PROJECT_DIR, stop_process, test_database_url
 
 TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -72,13 +72,7 @@ class CeleryProcess:
     log: list[str] = field(default_factory=list)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def kill(self) -> None:
         self.process.kill()
