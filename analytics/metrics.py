@@ -7,12 +7,14 @@ in files there and `/metrics` sums them; without it, this process's registry is 
 """
 
 import atexit
+import hmac
 import os
 from collections import Counter as Tally
 from collections.abc import Iterable
 from typing import Any
 
 import prometheus_client
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
@@ -117,6 +119,13 @@ def _registry() -> CollectorRegistry:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """GET /metrics in Prometheus's text format, for the operator's scraper."""
+    """GET /metrics in Prometheus's text format, for the operator's scraper; with
+    COGNITUDE_METRICS_TOKEN set, only for `Authorization: Bearer <that token>`."""
+    token = settings.COGNITUDE_METRICS_TOKEN
+    if token and not hmac.compare_digest(
+        request.headers.get("Authorization", ""), f"Bearer {token}"
+    ):
+        return HttpResponse("Unauthorized\n", status=401, content_type="text/plain",
+                            headers={"WWW-Authenticate": "Bearer"})
     return HttpResponse(prometheus_client.generate_latest(_registry()),
                         content_type=prometheus_client.CONTENT_TYPE_LATEST)

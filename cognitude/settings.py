@@ -180,6 +180,8 @@ COGNITUDE_COALESCE_TIMEOUT = _env_value("COGNITUDE_COALESCE_TIMEOUT", float, 30.
 COGNITUDE_EVENT_FLUSH_SECONDS = _env_value("COGNITUDE_EVENT_FLUSH_SECONDS", float, 1.0)
 # Off: no RequestLog rows (no analytics, no costs); for privacy, or to measure their cost.
 COGNITUDE_REQUEST_LOG = _env_value("COGNITUDE_REQUEST_LOG", bool, True)
+# Empty: /metrics is open (restrict it at the network); set: scrapers send it as a Bearer.
+COGNITUDE_METRICS_TOKEN = env("COGNITUDE_METRICS_TOKEN", default="")
 # The event pipeline: how long a publish may wait on the broker before the batch goes to
 # the local spool, how soon to try the broker again, and where the spool files live
 # (one per process; several processes may share the directory).

@@ -81,3 +81,12 @@ def test_it_serves_the_prometheus_text_format(client):
     assert response.status_code == 200
     assert response["Content-Type"] == CONTENT_TYPE_LATEST
     assert b"# TYPE cognitude_event_spool_depth gauge" in response.content
+
+
+def test_it_asks_for_the_metrics_token_when_one_is_set(client, settings):
+    settings.COGNITUDE_METRICS_TOKEN = "scrape-me"
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    allowed = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-me")
+    assert allowed.status_code == 200
+    assert b"cognitude_requests_total" in allowed.content
