@@ -2,6 +2,10 @@ from django.db import models
 
 from organizations.models import ApiKey, Organization
 
+# HourlyLatency's buckets: LATENCY_BUCKETS_PER_OCTAVE per doubling from LATENCY_FLOOR_MS.
+LATENCY_FLOOR_MS = 0.01
+LATENCY_BUCKETS_PER_OCTAVE = 8
+
 
 class ModelPrice(models.Model):
     """A list price, per million tokens, in force from `effective_from` on.
@@ -89,3 +93,68 @@ class RequestLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.endpoint} {self.status}"
+
+
+class HourlyUsage(models.Model):
+    """An organization's request records of one UTC hour, summed.
+
+    usage_summary and usage_timeseries read whole hours from here instead of the
+    records (a month is 720 rows, not a million). PostgreSQL triggers on
+    analytics_requestlog keep it (migration 0005): every INSERT adds the rows it
+    actually inserted (a redelivered batch whose rows conflict adds nothing), every
+    DELETE (retention, a deleted organization) takes its rows away, each in the same
+    transaction as the records. Nothing else writes it. A new cache outcome needs a
+    column here and in the triggers.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE,
+                                     related_name="+")
+    hour = models.DateTimeField()
+    requests = models.IntegerField(default=0)
+    hits_redis = models.IntegerField(default=0)
+    hits_postgres = models.IntegerField(default=0)
+    hits_memory = models.IntegerField(default=0)
+    hits_coalesced = models.IntegerField(default=0)
+    misses = models.IntegerField(default=0)
+    bypasses = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    unpriced_requests = models.IntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    # Sums of the priced requests only, as RequestLog.cost and saved_cost sum.
+    cost = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    saved_cost = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "hour"],
+                                    name="one_usage_row_per_org_and_hour")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.hour:%Y-%m-%d %H}:00 {self.requests}"
+
+
+class HourlyLatency(models.Model):
+    """How many of an organization's requests of one UTC hour fell in each latency
+    bucket: the histogram usage_summary estimates percentiles from over long ranges.
+
+    With n = LATENCY_BUCKETS_PER_OCTAVE, bucket b holds latencies in
+    [LATENCY_FLOOR_MS * 2**(b/n), LATENCY_FLOOR_MS * 2**((b+1)/n)) ms (bucket 0 also
+    everything below), so a bucket is 9% wide. Kept by the same triggers as HourlyUsage.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE,
+                                     related_name="+")
+    hour = models.DateTimeField()
+    bucket = models.PositiveSmallIntegerField()
+    requests = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "hour", "bucket"],
+                                    name="one_latency_row_per_org_hour_bucket")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.hour:%Y-%m-%d %H}:00 #{self.bucket} {self.requests}"

@@ -5,6 +5,12 @@ arithmetic in SQL, one query each (plus a tiny one naming API keys). Latency
 percentiles use PostgreSQL's percentile_cont; on SQLite (the embedded mode, small data)
 they are computed in Python from the latencies.
 
+On PostgreSQL usage_summary and usage_timeseries read the range's whole UTC hours from
+the hourly rollup (HourlyUsage, HourlyLatency: a month is hundreds of rows, not a
+million records) and only its partial first and last hours from the records; the sums
+are the same as over the records. Over long ranges of many requests the summary's
+percentiles are estimated from the rollup's latency histogram (usage_summary says when).
+
 Definitions shared by all three:
 - a hit is any cache_outcome hit_* (Redis, PostgreSQL, in-process, coalesced);
 - hit_rate = hits / (hits + misses): requests that bypassed the cache (no-cache) or
@@ -28,7 +34,7 @@ from django.db import connection, transaction
 from django.db.models import Aggregate, Count, F, FloatField, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
-from analytics.models import RequestLog
+from analytics.models import LATENCY_BUCKETS_PER_OCTAVE, LATENCY_FLOOR_MS, RequestLog
 from organizations.models import ApiKey, Organization
 
 Outcome = RequestLog.CacheOutcome
@@ -42,6 +48,11 @@ UNPRICED = Q(cost__isnull=True) | Q(saved_cost__isnull=True)
 INTERVALS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 BREAKDOWNS = {"model": "model_requested", "api_key": "api_key_id", "endpoint": "endpoint"}
 ZERO = Decimal(0)
+# A summary's percentiles are exact (percentile_cont over the records) over ranges up to
+# this long, or holding up to this many requests (sorting them is cheap); otherwise they
+# are estimated from the rollup's latency histogram.
+EXACT_PERCENTILES_FOR = timedelta(hours=48)
+EXACT_PERCENTILES_UP_TO_REQUESTS = 50_000
 
 
 class PercentileCont(Aggregate):
@@ -107,8 +118,137 @@ def request_logs_in_range(*, organization: Organization, start: datetime,
     )
 
 
+def rollup_in_sql() -> bool:
+    """Whether the hourly rollup exists (its triggers are PostgreSQL's)."""
+    return connection.vendor == "postgresql"
+
+
+# The rollup's columns as aggregates over request records: the same expressions as its
+# triggers (analytics/migrations/0005_hourly_rollup.py), for the partial hours.
+ROLLUP_AGGREGATES = {
+    "requests": "count(*)",
+    "hits_redis": "count(*) FILTER (WHERE cache_outcome = 'hit_redis')",
+    "hits_postgres": "count(*) FILTER (WHERE cache_outcome = 'hit_postgres')",
+    "hits_memory": "count(*) FILTER (WHERE cache_outcome = 'hit_memory')",
+    "hits_coalesced": "count(*) FILTER (WHERE cache_outcome = 'hit_coalesced')",
+    "misses": "count(*) FILTER (WHERE cache_outcome = 'miss')",
+    "bypasses": "count(*) FILTER (WHERE cache_outcome = 'bypass')",
+    "errors": "count(*) FILTER (WHERE status < 200 OR status >= 400)",
+    "unpriced_requests": "count(*) FILTER (WHERE cost IS NULL OR saved_cost IS NULL)",
+    "prompt_tokens": "COALESCE(sum(prompt_tokens), 0)",
+    "completion_tokens": "COALESCE(sum(completion_tokens), 0)",
+    "cost": "COALESCE(sum(cost), 0)",
+    "saved_cost": "COALESCE(sum(saved_cost), 0)",
+}
+LATENCY_BUCKET = (f"GREATEST(0, FLOOR(ln(GREATEST(latency_ms, {LATENCY_FLOOR_MS}) / "
+                  f"{LATENCY_FLOOR_MS}) * {LATENCY_BUCKETS_PER_OCTAVE} / ln(2)))::int")
+# The whole hours [%(first)s, %(last)s) of the rollup, and the records of the range
+# outside them (two index ranges; when no hour is whole they overlap, which OR allows).
+ROLLUP_HOURS = ("organization_id = %(organization)s AND hour >= %(first)s "
+                "AND hour < %(last)s")
+PARTIAL_RECORDS = (
+    "organization_id = %(organization)s AND ("
+    "(created_at >= %(start)s AND created_at < LEAST(%(first)s, %(end)s)) OR "
+    "(created_at >= GREATEST(%(last)s, %(start)s) AND created_at < %(end)s))"
+)
+
+
+def _rollup_params(organization: Organization, start: datetime, end: datetime) -> dict:
+    first = _floor(start, "hour")
+    if first < start:
+        first += INTERVALS["hour"]
+    return {"organization": organization.pk, "start": start, "end": end, "first": first,
+            "last": _floor(end, "hour")}
+
+
+def latency_bucket_bounds(bucket: int) -> tuple[float, float]:
+    """The latencies (ms) HourlyLatency's `bucket` counts: [low, high)."""
+    return (LATENCY_FLOOR_MS * 2 ** (bucket / LATENCY_BUCKETS_PER_OCTAVE),
+            LATENCY_FLOOR_MS * 2 ** ((bucket + 1) / LATENCY_BUCKETS_PER_OCTAVE))
+
+
+def histogram_percentile(histogram: list[tuple[int, int]], fraction: float) -> float | None:
+    """percentile_cont estimated from (bucket, count) pairs in bucket order.
+
+    Each latency is placed evenly (on a log scale) within its bucket and the two closest
+    ranks are interpolated as percentile_cont does, so the estimate is within one
+    bucket's width (9%) of the exact value.
+    """
+    total = sum(count for _, count in histogram)
+    if not total:
+        return None
+
+    def nth(index: int) -> float:
+        seen = 0
+        for bucket, count in histogram:
+            if index < seen + count:
+                low, high = latency_bucket_bounds(bucket)
+                return low * (high / low) ** ((index - seen + 0.5) / count)
+            seen += count
+        raise IndexError(index)
+
+    rank = fraction * (total - 1)
+    below = int(rank)
+    value = nth(below)
+    return value if rank == below else value + (rank - below) * (nth(below + 1) - value)
+
+
+def _summary_from_rollup(organization: Organization, start: datetime,
+                         end: datetime) -> dict:
+    columns = list(ROLLUP_AGGREGATES)
+    sql = f"""
+        WITH partial AS (
+            SELECT * FROM analytics_requestlog WHERE {PARTIAL_RECORDS}
+        ), usage AS (
+            SELECT {", ".join(columns)} FROM analytics_hourlyusage WHERE {ROLLUP_HOURS}
+            UNION ALL
+            SELECT {", ".join(ROLLUP_AGGREGATES.values())} FROM partial
+        ), latency AS (
+            SELECT bucket, sum(requests) AS requests FROM (
+                SELECT bucket, requests FROM analytics_hourlylatency WHERE {ROLLUP_HOURS}
+                UNION ALL
+                SELECT {LATENCY_BUCKET}, 1 FROM partial
+            ) buckets GROUP BY bucket
+        )
+        SELECT {", ".join(f"sum({c})" for c in columns)},
+               (SELECT array_agg(ARRAY[bucket, requests] ORDER BY bucket) FROM latency),
+               -- Run only when the CASE picks it (a subquery is evaluated on first use).
+               CASE WHEN sum(requests) <= %(exact_up_to)s THEN (
+                   SELECT ARRAY[percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),
+                                percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)]
+                   FROM analytics_requestlog WHERE organization_id = %(organization)s
+                   AND created_at >= %(start)s AND created_at < %(end)s
+               ) END
+        FROM usage
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {**_rollup_params(organization, start, end),
+                             "exact_up_to": EXACT_PERCENTILES_UP_TO_REQUESTS})
+        *sums, histogram, exact = cursor.fetchone()
+    row: dict[str, Any] = dict(zip(columns, sums, strict=True))
+    for column in columns:
+        if column not in ("cost", "saved_cost"):
+            row[column] = int(row[column] or 0)  # sum(bigint) is numeric
+    row["spent"], row["saved"] = row.pop("cost"), row.pop("saved_cost")
+    if exact is not None:
+        row["p50"], row["p95"] = exact
+    else:
+        histogram = [(int(bucket), int(count)) for bucket, count in histogram or []]
+        row["p50"] = histogram_percentile(histogram, 0.5)
+        row["p95"] = histogram_percentile(histogram, 0.95)
+    return row
+
+
 def usage_summary(*, organization: Organization, start: datetime, end: datetime) -> dict:
-    """Totals for the range: requests, hits by tier, tokens, cost, saved, latency."""
+    """Totals for the range: requests, hits by tier, tokens, cost, saved, latency.
+
+    Over ranges longer than EXACT_PERCENTILES_FOR holding more than
+    EXACT_PERCENTILES_UP_TO_REQUESTS requests (on PostgreSQL) the latency percentiles
+    are estimates, within one latency bucket's width (9%) of the exact values;
+    everything else is exact.
+    """
+    if rollup_in_sql() and end - start > EXACT_PERCENTILES_FOR:
+        return _summary(_summary_from_rollup(organization, start, end))
     logs = request_logs_in_range(organization=organization, start=start, end=end)
     aggregates: dict[str, Any] = {
         "requests": Count("id"),
@@ -133,7 +273,10 @@ def usage_summary(*, organization: Organization, start: datetime, end: datetime)
     if not percentiles_in_sql():
         latencies = sorted(logs.values_list("latency_ms", flat=True))
         row["p50"], row["p95"] = percentile(latencies, 0.5), percentile(latencies, 0.95)
+    return _summary(row)
 
+
+def _summary(row: dict[str, Any]) -> dict:
     tiers = {tier: row[f"hits_{tier}"] for tier in ("redis", "postgres", "memory", "coalesced")}
     hits = sum(tiers.values())
     requests = row["requests"]
@@ -180,25 +323,8 @@ def usage_timeseries(*, organization: Organization, start: datetime, end: dateti
     """
     if interval not in INTERVALS:
         raise ValueError(f"interval must be one of {', '.join(INTERVALS)}")
-    trunc = TruncHour if interval == "hour" else TruncDay
-    rows = (
-        request_logs_in_range(organization=organization, start=start, end=end)
-        .annotate(bucket=trunc("created_at", tzinfo=UTC))
-        .values("bucket")
-        .annotate(
-            requests=Count("id"),
-            hits_redis=Count("id", filter=Q(cache_outcome=Outcome.HIT_REDIS)),
-            hits_postgres=Count("id", filter=Q(cache_outcome=Outcome.HIT_POSTGRES)),
-            hits_other=Count("id", filter=Q(cache_outcome__in=(Outcome.HIT_MEMORY,
-                                                               Outcome.HIT_COALESCED))),
-            misses=Count("id", filter=MISS),
-            bypasses=Count("id", filter=Q(cache_outcome=Outcome.BYPASS)),
-            errors=Count("id", filter=ERROR),
-            spent=Sum("cost"),
-            saved=Sum("saved_cost"),
-        )
-        .order_by("bucket")
-    )
+    rows = (_timeseries_from_rollup(organization, start, end, interval) if rollup_in_sql()
+            else _timeseries_from_records(organization, start, end, interval))
     found = {row["bucket"].astimezone(UTC): row for row in rows}
     series = []
     for bucket in buckets_between(start=start, end=end, interval=interval):
@@ -216,6 +342,62 @@ def usage_timeseries(*, organization: Organization, start: datetime, end: dateti
             "saved": row.get("saved") or ZERO,
         })
     return series
+
+
+def _timeseries_from_rollup(organization: Organization, start: datetime, end: datetime,
+                            interval: str) -> list[dict]:
+    counts = ("requests", "hits_redis", "hits_postgres", "hits_other", "misses",
+              "bypasses", "errors")
+    columns = ("requests", "hits_redis", "hits_postgres", "hits_memory + hits_coalesced",
+               "misses", "bypasses", "errors", "cost", "saved_cost")
+    records = {**ROLLUP_AGGREGATES}
+    records["hits_memory + hits_coalesced"] = (
+        f"{records['hits_memory']} + {records['hits_coalesced']}")
+    sql = f"""
+        SELECT bucket, {", ".join(f"sum(c{n})" for n in range(len(columns)))}
+        FROM (
+            SELECT date_trunc(%(interval)s, hour, 'UTC') AS bucket,
+                   {", ".join(f"{c} AS c{n}" for n, c in enumerate(columns))}
+            FROM analytics_hourlyusage WHERE {ROLLUP_HOURS}
+            UNION ALL
+            SELECT date_trunc(%(interval)s, created_at, 'UTC'),
+                   {", ".join(records[c] for c in columns)}
+            FROM analytics_requestlog WHERE {PARTIAL_RECORDS} GROUP BY 1
+        ) usage
+        GROUP BY bucket
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {**_rollup_params(organization, start, end),
+                             "interval": interval})
+        fetched = cursor.fetchall()
+    return [
+        {"bucket": bucket, **dict(zip(counts, map(int, values[:-2]), strict=True)),
+         "spent": values[-2], "saved": values[-1]}
+        for bucket, *values in fetched
+    ]
+
+
+def _timeseries_from_records(organization: Organization, start: datetime, end: datetime,
+                             interval: str) -> QuerySet:
+    trunc = TruncHour if interval == "hour" else TruncDay
+    return (
+        request_logs_in_range(organization=organization, start=start, end=end)
+        .annotate(bucket=trunc("created_at", tzinfo=UTC))
+        .values("bucket")
+        .annotate(
+            requests=Count("id"),
+            hits_redis=Count("id", filter=Q(cache_outcome=Outcome.HIT_REDIS)),
+            hits_postgres=Count("id", filter=Q(cache_outcome=Outcome.HIT_POSTGRES)),
+            hits_other=Count("id", filter=Q(cache_outcome__in=(Outcome.HIT_MEMORY,
+                                                               Outcome.HIT_COALESCED))),
+            misses=Count("id", filter=MISS),
+            bypasses=Count("id", filter=Q(cache_outcome=Outcome.BYPASS)),
+            errors=Count("id", filter=ERROR),
+            spent=Sum("cost"),
+            saved=Sum("saved_cost"),
+        )
+        .order_by("bucket")
+    )
 
 
 def _api_key_labels(organization: Organization, ids: Iterable[int | None]) -> dict:

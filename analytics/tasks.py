@@ -58,7 +58,8 @@ def request_logs_store(events: list[dict]) -> int:
     """Insert request records; rows already there (same request id) are left alone.
 
     Records of an organization deleted meanwhile are dropped; a deleted key's records
-    are kept without the key."""
+    are kept without the key. The hourly rollup (HourlyUsage, HourlyLatency) follows the
+    rows actually inserted: a trigger adds them in the same statement."""
     orgs = set(Organization.objects.filter(pk__in={e["org_id"] for e in events})
                .values_list("pk", flat=True))
     keys = set(ApiKey.objects.filter(pk__in={e["api_key_id"] for e in events})

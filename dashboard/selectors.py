@@ -1,9 +1,10 @@
 """The dashboard's reads over the request log, kept briefly in Django's cache.
 
 On a busy organization these are the expensive part of a page (a month of a million
-records: seconds for the recommendations, hundreds of milliseconds for the totals and
-the series). Every member of the organization shares one computation per period for a
-short while; nothing else reads or writes these keys.
+records: seconds for the recommendations and breakdowns; tens of milliseconds for the
+totals and the series, which read the hourly rollup). Every member of the organization
+shares one computation per period for a short while; nothing else reads or writes these
+keys.
 """
 
 from django.core.cache import cache

@@ -1,10 +1,14 @@
 """The analytics selectors on records made by hand."""
 
+import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
+from analytics import selectors
+from analytics.models import LATENCY_BUCKETS_PER_OCTAVE, RequestLog
 from analytics.selectors import usage_breakdown, usage_summary, usage_timeseries
 from organizations.services import api_key_create
 from tests.analytics.helpers import make_log
@@ -151,3 +155,94 @@ def test_it_refuses_unknown_intervals_and_groupings(world):
         usage_timeseries(organization=world.a.org, start=T0, end=T0, interval="minute")
     with pytest.raises(ValueError, match="by"):
         usage_breakdown(organization=world.a.org, start=T0, end=T0, by="user")
+
+
+def make_month(org, other_org) -> tuple[datetime, datetime]:
+    """1,500 varied records spread over 30 days of org (some just outside the range,
+    some in its partial first and last hours), 100 in the other org; returns the range."""
+    rng = random.Random(7)
+    start, end = T0 + timedelta(minutes=17), T0 + timedelta(days=30, minutes=23)
+    outcomes = ["hit_redis", "hit_postgres", "hit_memory", "hit_coalesced", "miss", "miss",
+                "bypass", "none"]
+
+    def record(org, moment: datetime) -> RequestLog:
+        outcome = rng.choice(outcomes)
+        hit = outcome.startswith("hit_")
+        return RequestLog(
+            organization=org, request_id=uuid.uuid4().hex, endpoint="chat/completions",
+            cache_outcome=outcome, status=rng.choice([200] * 8 + [0, 429, 500]),
+            prompt_tokens=rng.randrange(2000), completion_tokens=rng.randrange(800),
+            cost=None if rng.random() < 0.1 else Decimal(rng.randrange(10**6)) / 10**8,
+            saved_cost=(None if rng.random() < 0.05
+                        else Decimal(rng.randrange(10**6)) / 10**8 if hit else Decimal(0)),
+            latency_ms=rng.lognormvariate(0.5, 0.6) if hit else rng.lognormvariate(6.5, 0.7),
+            created_at=moment)
+
+    span = (end - start).total_seconds()
+    moments = [start + timedelta(seconds=rng.random() * span) for _ in range(1500)]
+    moments += [start - timedelta(seconds=1), start, start + timedelta(minutes=20),
+                end - timedelta(minutes=1), end, end + timedelta(minutes=5)]
+    # One statement for most (the pipeline's way), one each for the last few.
+    RequestLog.objects.bulk_create([record(org, moment) for moment in moments[:-20]])
+    for moment in moments[-20:]:
+        record(org, moment).save()
+    RequestLog.objects.bulk_create([record(other_org, moment) for moment in moments[:100]])
+    return start, end
+
+
+@pytest.fixture
+def from_records(monkeypatch):
+    """Call a selector the way it reads without the hourly rollup: over the records."""
+    def call(selector, **arguments):
+        with monkeypatch.context() as patch:
+            patch.setattr(selectors, "rollup_in_sql", lambda: False)
+            return selector(**arguments)
+    return call
+
+
+def within_a_bucket(estimate: float, exact: float) -> bool:
+    width = exact * (2 ** (1 / LATENCY_BUCKETS_PER_OCTAVE) - 1)
+    return abs(estimate - exact) <= width + 0.1  # + the rounding to 0.1 ms
+
+
+def test_it_summarises_a_month_from_the_rollup_as_from_the_records(world, from_records,
+                                                                    monkeypatch):
+    start, end = make_month(world.a.org, world.b.org)
+    monkeypatch.setattr(selectors, "EXACT_PERCENTILES_UP_TO_REQUESTS", 0)
+
+    summary = usage_summary(organization=world.a.org, start=start, end=end)
+    expected = from_records(usage_summary, organization=world.a.org, start=start, end=end)
+
+    assert expected["requests"] == 1503  # the ones outside the range left out
+    latencies = ("p50_latency_ms", "p95_latency_ms")
+    assert ({k: v for k, v in summary.items() if k not in latencies}
+            == {k: v for k, v in expected.items() if k not in latencies})
+    for key in latencies:
+        assert summary[key] != expected[key]  # an estimate, but a close one
+        assert within_a_bucket(summary[key], expected[key]), key
+
+
+def test_it_keeps_percentiles_exact_over_few_requests(world, from_records):
+    start, end = make_month(world.a.org, world.b.org)
+    assert (usage_summary(organization=world.a.org, start=start, end=end)
+            == from_records(usage_summary, organization=world.a.org, start=start, end=end))
+
+
+@pytest.mark.parametrize("interval", ["day", "hour"])
+def test_it_builds_a_month_series_from_the_rollup_as_from_the_records(world, from_records,
+                                                                      interval):
+    start, end = make_month(world.a.org, world.b.org)
+    series = usage_timeseries(organization=world.a.org, start=start, end=end,
+                              interval=interval)
+    assert series == from_records(usage_timeseries, organization=world.a.org, start=start,
+                                  end=end, interval=interval)
+    assert sum(bucket["requests"] for bucket in series) == 1503
+
+
+def test_it_reads_a_range_within_one_hour_from_the_records(world):
+    log_at(world.a.org, T0 + timedelta(minutes=5))
+    log_at(world.a.org, T0 + timedelta(minutes=20), cost=Decimal("0.5"))
+    log_at(world.a.org, T0 + timedelta(minutes=40))
+    series = usage_timeseries(organization=world.a.org, start=T0 + timedelta(minutes=10),
+                              end=T0 + timedelta(minutes=30), interval="hour")
+    assert [(b["requests"], b["cost"]) for b in series] == [(1, Decimal("0.5"))]

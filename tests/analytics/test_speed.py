@@ -41,6 +41,9 @@ def test_it_reads_each_selector_in_one_query(busy_org, django_assert_num_queries
     # (selectors.percentile_friendly_plan).
     setup = 1
     with django_assert_num_queries(1 + setup):
+        usage_summary(organization=busy_org, start=end - timedelta(hours=24), end=end)
+    # Longer ranges read the hourly rollup (and no more than a few records) instead.
+    with django_assert_num_queries(1):
         usage_summary(organization=busy_org, start=start, end=end)
     with django_assert_num_queries(1):
         usage_timeseries(organization=busy_org, start=start, end=end, interval="hour")

@@ -1,9 +1,13 @@
-"""The request-log task: idempotent records, and the cache hit counts that follow them."""
+"""The request-log tasks: idempotent records, the cache hit counts and the hourly rollup
+that follow them, and retention."""
 
 import time
 
-from analytics.models import RequestLog
-from analytics.tasks import request_logs_store
+from django.db.models import Sum
+from django.utils import timezone
+
+from analytics.models import HourlyLatency, HourlyUsage, RequestLog
+from analytics.tasks import request_logs_prune, request_logs_store
 from caching.models import CacheEntry
 from tests.analytics.helpers import make_cache_entry, make_event
 
@@ -32,3 +36,56 @@ def test_it_keeps_other_orgs_entries_out_of_the_count(world):
                           cache_key=entry_b.key_hash)
     request_logs_store([hit_as_a])
     assert CacheEntry.objects.get(pk=entry_b.pk).hits == 0
+
+
+def rollup_totals(org) -> tuple[int, int, int]:
+    usage = HourlyUsage.objects.filter(organization=org).aggregate(
+        requests=Sum("requests"), hits=Sum("hits_redis"))
+    latencies = HourlyLatency.objects.filter(organization=org).aggregate(n=Sum("requests"))
+    return usage["requests"] or 0, usage["hits"] or 0, latencies["n"] or 0
+
+
+def test_it_adds_a_redelivered_batch_to_the_rollup_once(world):
+    now = time.time()
+    batch = [make_event(org_id=world.a.org.pk, cache_outcome="hit_redis", created_at=now),
+             make_event(org_id=world.a.org.pk, created_at=now - 3600),
+             make_event(org_id=world.a.org.pk, created_at=now - 7200, latency_ms=9.5)]
+
+    request_logs_store(batch)
+    request_logs_store(batch)
+    request_logs_store([*batch, make_event(org_id=world.a.org.pk, created_at=now)])
+
+    assert rollup_totals(world.a.org) == (4, 1, 4)
+    assert RequestLog.objects.filter(organization=world.a.org).count() == 4
+
+
+def test_it_takes_pruned_records_out_of_the_rollup(world, settings):
+    settings.COGNITUDE_REQUEST_LOG_RETENTION_DAYS = 30
+    old, recent = time.time() - 31 * 86400, time.time()
+    request_logs_store([make_event(org_id=world.a.org.pk, created_at=old),
+                        make_event(org_id=world.a.org.pk, created_at=old),
+                        make_event(org_id=world.a.org.pk, created_at=recent)])
+
+    assert request_logs_prune() == 2
+
+    assert rollup_totals(world.a.org) == (1, 0, 1)
+    # Hours left with no records leave no rows behind.
+    assert HourlyUsage.objects.filter(organization=world.a.org).count() == 1
+
+
+def test_it_deletes_an_organizations_rollup_with_it(world):
+    request_logs_store([make_event(org_id=world.a.org.pk)])
+    world.a.org.delete()
+    assert not HourlyUsage.objects.exists() and not HourlyLatency.objects.exists()
+
+
+def test_it_adds_only_the_rows_an_insert_did_not_skip(world):
+    # Two workers storing one batch at once both get past the "already stored" filter;
+    # the second one's conflicting rows are skipped, and must not be counted either.
+    events = [make_event(org_id=world.a.org.pk) for _ in range(3)]
+    request_logs_store(events[:2])
+    rows = [RequestLog(request_id=e["request_id"], organization=world.a.org,
+                       cache_outcome="miss", status=200, latency_ms=1.0,
+                       created_at=timezone.now()) for e in events]
+    RequestLog.objects.bulk_create(rows, ignore_conflicts=True)
+    assert rollup_totals(world.a.org) == (3, 0, 3)
