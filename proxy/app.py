@@ -20,8 +20,8 @@ from cognitude.db import db_threads_stop
 from cognitude.errors import error_body
 from organizations.keys import key_from_headers
 from organizations.services import AuthFailure
-from proxy.auth import Caller, authenticate
-from proxy.providers import UpstreamError, provider_for
+from proxy.auth import NO_PROVIDER, Caller, authenticate
+from proxy.providers import Provider, UpstreamError, provider_for
 from proxy.providers.base import close_sessions
 from proxy.streaming import DONE, StreamRecorder, event, stream_from_answer
 from proxy.validation import validate
@@ -241,19 +241,25 @@ def _upstream_headers(status: int, retry_after: str | None) -> list:
     return [(b"retry-after", retry_after.encode())] if retry_after and status == 429 else []
 
 
+async def provider_or_refusal(send, caller: Caller, headers: list) -> Provider | None:
+    """The caller's provider adapter, or None once the client has been told why not."""
+    if caller.upstream is None:
+        problem = caller.upstream_problem or NO_PROVIDER
+        await respond_error(send, problem.status, problem.message, headers, code=problem.code)
+        return None
+    return provider_for(caller.upstream.kind)(
+        base_url=caller.upstream.base_url, api_key=caller.upstream.api_key
+    )
+
+
 async def ask_upstream(send, receive, ask: Ask, headers: list,
                        record: "Record") -> CachedResponse | None:
     """Forward to the organization's provider and answer the client; returns what was
     stored in the cache, if anything."""
     caller = ask.caller
-    if caller.upstream is None:
-        status = 500 if caller.upstream_problem and "decrypt" in caller.upstream_problem else 400
-        await respond_error(send, status, caller.upstream_problem or "No upstream",
-                            headers, code="provider_not_configured")
+    provider = await provider_or_refusal(send, caller, headers)
+    if provider is None:
         return None
-    provider = provider_for(caller.upstream.kind)(
-        base_url=caller.upstream.base_url, api_key=caller.upstream.api_key
-    )
     path = "/" + ask.endpoint
     headers = [*headers, (b"x-cognitude-cache", ask.outcome)]
     if ask.stream:
@@ -455,13 +461,9 @@ async def handle_models(scope, receive, send) -> None:
         await respond_error(send, 401, "Invalid or missing API key", headers,
                             code="invalid_api_key")
         return
-    if caller.upstream is None:
-        await respond_error(send, 400, caller.upstream_problem or "No upstream", headers,
-                            code="provider_not_configured")
+    provider = await provider_or_refusal(send, caller, headers)
+    if provider is None:
         return
-    provider = provider_for(caller.upstream.kind)(
-        base_url=caller.upstream.base_url, api_key=caller.upstream.api_key
-    )
     try:
         upstream = await provider.send("/models", None)
     except UpstreamError as exc:

@@ -30,13 +30,29 @@ class Upstream:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamProblem:
+    """Why the organization's upstream cannot be used, as the client will be told."""
+
+    status: int
+    message: str
+    code: str
+
+
+NO_PROVIDER = UpstreamProblem(400, "This organization has no upstream provider configured",
+                              "provider_not_configured")
+# The operator's configuration, not the caller's request, is wrong: a server error.
+UNREADABLE_PROVIDER = UpstreamProblem(
+    500, "The organization's provider credential cannot be decrypted", "provider_unreadable")
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     org_id: int
     key_id: int
     cache_ttl: int
     upstream: Upstream | None
-    # Why the organization's upstream cannot be used, when it cannot.
-    upstream_problem: str | None
+    # Set when upstream is None.
+    upstream_problem: UpstreamProblem | None
 
 
 _remembered: dict[str, tuple[float, Caller | AuthFailure]] = {}
@@ -51,14 +67,14 @@ def _load(raw_key: str) -> Caller | AuthFailure:
     upstream, problem = None, None
     credential = provider_for_org(organization=organization)
     if credential is None:
-        problem = "This organization has no upstream provider configured"
+        problem = NO_PROVIDER
     else:
         try:
             upstream = Upstream(credential.kind, credential.base_url,
                                 provider_api_key(credential=credential))
         except CredentialDecryptionError as exc:
             logger.error("org %s: %s", organization.pk, exc)
-            problem = "The organization's provider credential cannot be decrypted"
+            problem = UNREADABLE_PROVIDER
     return Caller(
         org_id=organization.pk,
         key_id=result.api_key.pk,
