@@ -71,6 +71,46 @@ def setup_django(database: str) -> None:
     django.setup()
 
 
+def seeded_organization(args: argparse.Namespace, *, slug: str, name: str):
+    """Django set up on the scratch database `args.database`, and the organization
+    `slug` with `args.rows` records over `args.days` days (plus a tenth as many for a
+    second organization); with `args.reuse`, the ones an earlier `--keep` run left."""
+    if not args.reuse:
+        admin_execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+        admin_execute(f'CREATE DATABASE "{args.database}"')
+    setup_django(args.database)
+
+    from django.core.management import call_command
+    from django.db import connection
+
+    from organizations.models import Organization
+    from organizations.services import api_key_create, organization_create
+
+    if args.reuse:
+        return Organization.objects.get(slug=slug)
+    call_command("migrate", verbosity=0)
+    org = organization_create(name=name, slug=slug)
+    keys = [api_key_create(organization=org, name=f"key {n}").api_key for n in range(5)]
+    other = organization_create(name="Bench other", slug="bench-other")
+    seconds = load(org, keys, args.rows, args.days)
+    load(other, [api_key_create(organization=other, name="k").api_key],
+         args.rows // 10, args.days)
+    print(f"loaded {args.rows:,} rows (+{args.rows // 10:,} for a second org) "
+          f"in {seconds:.1f} s")
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE analytics_requestlog")
+    return org
+
+
+def scratch_drop(args: argparse.Namespace) -> None:
+    """Drop the scratch database unless `--keep` asked to keep it."""
+    from django.db import connection
+
+    connection.close()
+    if not args.keep:
+        admin_execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+
+
 def pick(rng: random.Random, table: list[tuple]) -> tuple:
     roll, total = rng.random(), 0.0
     for entry in table:
@@ -133,36 +173,13 @@ def timed(label: str, repeat: int, call) -> None:
 
 def main() -> None:
     args = parse_args()
-    if not args.reuse:
-        admin_execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        admin_execute(f'CREATE DATABASE "{args.database}"')
-    setup_django(args.database)
+    org = seeded_organization(args, slug="bench-analytics", name="Bench analytics")
 
     from asgiref.sync import async_to_sync
-    from django.core.management import call_command
-    from django.db import connection
 
     from analytics.recommendations import recommendations_for
     from analytics.selectors import usage_breakdown, usage_summary, usage_timeseries
     from caching.services import cache_stats
-    from organizations.models import Organization
-    from organizations.services import api_key_create, organization_create
-
-    if args.reuse:
-        org = Organization.objects.get(slug="bench-analytics")
-    else:
-        call_command("migrate", verbosity=0)
-        org = organization_create(name="Bench analytics", slug="bench-analytics")
-        keys = [api_key_create(organization=org, name=f"key {n}", created_by=None).api_key
-                for n in range(5)]
-        other = organization_create(name="Bench other", slug="bench-other")
-        seconds = load(org, keys, args.rows, args.days)
-        load(other, [api_key_create(organization=other, name="k", created_by=None).api_key],
-             args.rows // 10, args.days)
-        print(f"loaded {args.rows:,} rows (+{args.rows // 10:,} for a second org) "
-              f"in {seconds:.1f} s")
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM ANALYZE analytics_requestlog")
 
     # Other work on the machine shows up in every number below; say how much there was.
     one, five, fifteen = os.getloadavg()
@@ -189,9 +206,7 @@ def main() -> None:
     one, five, fifteen = os.getloadavg()
     print(f"load average (1, 5, 15 min): {one:.2f} {five:.2f} {fifteen:.2f}")
 
-    connection.close()
-    if not args.keep:
-        admin_execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+    scratch_drop(args)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
-from bench.analytics_queries import admin_execute, load, setup_django  # noqa: E402
+from bench.analytics_queries import scratch_drop, seeded_organization  # noqa: E402
 
 PAGES = [
     ("overview 24h", ""),
@@ -53,34 +53,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if not args.reuse:
-        admin_execute(f'DROP DATABASE IF EXISTS "{args.database}"')
-        admin_execute(f'CREATE DATABASE "{args.database}"')
-    setup_django(args.database)
+    org = seeded_organization(args, slug="bench-dashboard", name="Bench dashboard")
 
     from django.contrib.auth import get_user_model
     from django.core.cache import cache
-    from django.core.management import call_command
-    from django.db import connection
     from django.test import Client
 
-    from organizations.models import Organization
-    from organizations.services import api_key_create, membership_set, organization_create
-
-    if args.reuse:
-        org = Organization.objects.get(slug="bench-dashboard")
-    else:
-        call_command("migrate", verbosity=0)
-        org = organization_create(name="Bench dashboard", slug="bench-dashboard")
-        keys = [api_key_create(organization=org, name=f"key {n}").api_key for n in range(5)]
-        other = organization_create(name="Bench other", slug="bench-other")
-        seconds = load(org, keys, args.rows, args.days)
-        load(other, [api_key_create(organization=other, name="k").api_key],
-             args.rows // 10, args.days)
-        print(f"loaded {args.rows:,} rows (+{args.rows // 10:,} for a second org) "
-              f"in {seconds:.1f} s")
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM ANALYZE analytics_requestlog")
+    from organizations.services import membership_set
     user, _ = get_user_model().objects.get_or_create(username="bench-owner")
     membership_set(organization=org, user=user, role="owner")
 
@@ -106,9 +85,7 @@ def main() -> None:
         print(f"{label:<28} {min(cold):10.1f} {statistics.median(cold):12.1f} "
               f"{min(warm):10.1f} {statistics.median(warm):12.1f}")
 
-    connection.close()
-    if not args.keep:
-        admin_execute(f'DROP DATABASE IF EXISTS "{args.database}"')
+    scratch_drop(args)
 
 
 if __name__ == "__main__":

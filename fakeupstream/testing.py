@@ -82,13 +82,20 @@ def wait_until_answering(process: subprocess.Popen[Any], port: int, *, timeout: 
     raise TimeoutError(f"the fake upstream did not answer on port {port} within {timeout} s")
 
 
-def stop_fake_upstream(process: subprocess.Popen[Any]) -> None:
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within `timeout` seconds."""
+    if process.poll() is not None:
+        return
     process.terminate()
     try:
-        process.wait(timeout=5)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def stop_fake_upstream(process: subprocess.Popen[Any]) -> None:
+    stop_process(process, timeout=5)
 
 
 def request(method: str, base_url: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -91,7 +91,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         obj.refresh_from_db()
         # Handed to response_add only through this request: the raw key is never stored,
         # not even in a session message.
-        request._cognitude_raw_key = created.raw_key  # type: ignore[attr-defined]
+        request.cognitude_raw_key = _HiddenFromRepr(created.raw_key)
 
     def save_related(self, request, form, formsets, change):
         """An ApiKey has no related objects to save; the model form's m2m is empty."""
@@ -102,7 +102,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "api_key": obj,
-            "raw_key": _HiddenFromRepr(request._cognitude_raw_key),  # type: ignore[attr-defined]
+            "raw_key": request.cognitude_raw_key,
             "opts": self.model._meta,
             "title": "API key created",
         }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.db import connection
 
-from fakeupstream.testing import free_port
+from fakeupstream.testing import free_port, stop_process
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -29,18 +29,6 @@ def test_database_url() -> str:
         return f"sqlite:///{s['NAME']}"
     user, host, port = s["USER"] or "postgres", s["HOST"] or HOST, s["PORT"] or 5432
     return f"postgres://{user}@{host}:{port}/{s['NAME']}"
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if it has not gone within 10 s."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @dataclass
