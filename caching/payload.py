@@ -41,7 +41,7 @@ def unpack(raw: bytes) -> CachedResponse:
     except ValueError as exc:
         raise CorruptEntry("unreadable cache entry header") from exc
     start = newline + 1
-    if len(raw) - start != json_len + sse_len + usage_len:
+    if min(json_len, sse_len, usage_len) < 0 or len(raw) - start != json_len + sse_len + usage_len:
         raise CorruptEntry("cache entry length does not match its header")
     json_end = start + json_len
     sse_end = json_end + sse_len
