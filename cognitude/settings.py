@@ -13,10 +13,12 @@ import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
-
 env = environ.Env()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# The embedded defaults' local state (SQLite, secrets, spool); a fresh directory is a
+# fresh install.
+VAR_DIR = Path(env("COGNITUDE_VAR_DIR", default=str(BASE_DIR / "var")))
 
 
 def _env_value(name: str, cast, default):
