@@ -1,0 +1,67 @@
+"""The record of one request, for analytics: each step of the request fills in its
+part, and it is emitted once, when the request is over."""
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from analytics.buffer import emit
+from caching.payload import CachedResponse
+
+# Read once: a settings lookup per request shows in the hit path's profile.
+_RECORDING = settings.COGNITUDE_REQUEST_LOG
+
+_OUTCOMES = {"redis": "hit_redis", "memory": "hit_memory", "postgres": "hit_postgres",
+             "coalesced": "hit_coalesced"}
+
+
+@dataclass(slots=True)
+class Record:
+    request_id: str
+    endpoint: str
+    started: float
+    org_id: int | None = None
+    api_key_id: int | None = None
+    model_requested: str = ""
+    model_used: str = ""
+    provider: str = ""
+    cache_outcome: str = "none"
+    cache_bypassed: bool = False
+    cache_key: str = ""
+    status: int = 0
+    error_type: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    upstream_latency_ms: float | None = None
+    streamed: bool = False
+
+    def hit(self, response: CachedResponse, tier: str) -> None:
+        self.cache_outcome = _OUTCOMES[tier]
+        self.prompt_tokens = response.prompt_tokens
+        self.completion_tokens = response.completion_tokens
+        self.model_used = self.model_requested
+
+    def emit(self) -> None:
+        if self.org_id is None or not _RECORDING:
+            return  # unauthenticated (nobody's analytics to put it in), or recording off
+        emit("request_log", {
+            "request_id": self.request_id,
+            "org_id": self.org_id,
+            "api_key_id": self.api_key_id,
+            "endpoint": self.endpoint,
+            "model_requested": self.model_requested,
+            "model_used": self.model_used,
+            "provider": self.provider,
+            "cache_outcome": self.cache_outcome,
+            "cache_bypassed": self.cache_bypassed,
+            "cache_key": self.cache_key,
+            "status": self.status,
+            "error_type": self.error_type,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "upstream_latency_ms": self.upstream_latency_ms,
+            "streamed": self.streamed,
+            "created_at": time.time(),
+        })
