@@ -5,17 +5,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# requirements.txt alone, as the Dockerfile installs it: what production really has.
+SMOKE_VENV := .venv-smoke
+SMOKE_STAMP := $(SMOKE_VENV)/.installed
 
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cognitude
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672//
 
-.PHONY: run test lint bench worker beat
+.PHONY: run test lint smoke bench worker beat
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
+
+# Rebuilt from nothing, so that a package dropped from requirements.txt is gone here too.
+$(SMOKE_STAMP): requirements.txt
+	rm -rf $(SMOKE_VENV)
+	$(PYTHON) -m venv $(SMOKE_VENV)
+	$(SMOKE_VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $(SMOKE_STAMP)
 
 run: $(STAMP)
 	$(BIN)/python bin/run-demo
@@ -23,8 +33,11 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP)
+smoke: $(SMOKE_STAMP)
 	bin/ensure-services
+	DATABASE_URL=$(TEST_DATABASE_URL) $(SMOKE_VENV)/bin/python bin/smoke-install
+
+test: $(STAMP) smoke
 	bin/ensure-browser
 	$(BIN)/ruff check .
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) \
