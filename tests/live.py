@@ -90,15 +90,22 @@ class RedisServer:
             self.process.wait()
 
 
-def start_redis(port: int | None = None) -> RedisServer:
-    """A throwaway redis-server of our own, so a test may kill or pause it."""
+def start_redis(port: int | None = None, *, broker_dir: Path | None = None) -> RedisServer:
+    """A throwaway redis-server of our own, so a test may kill or pause it: a hot tier
+    (LRU, nothing on disk), or with `broker_dir` a broker as the README configures one
+    (never evicts, every write in an append-only file fsync'd before the reply), which
+    a restart on the same port and directory finds again."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     port = port or free_port()
+    if broker_dir is None:
+        role = ["--appendonly", "no", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]
+    else:
+        role = ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(broker_dir),
+                "--maxmemory-policy", "noeviction"]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-         "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"],
+        [binary, "--port", str(port), "--bind", HOST, "--save", "", *role],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
