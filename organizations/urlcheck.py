@@ -9,11 +9,39 @@ from django.core.exceptions import ValidationError
 # Names that mean "the cloud metadata service" whatever they resolve to.
 _METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
 
+# IPv6 ranges whose last 32 bits are the IPv4 address a packet to them ends up at.
+_IPV4_IN_LOW_BITS = (
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT, RFC 7915)
+    ipaddress.IPv6Network("64:ff9b::/96"),     # NAT64 well-known prefix (RFC 6052)
+    ipaddress.IPv6Network("::/96"),            # IPv4-compatible (deprecated, RFC 4291)
+)
+# NAT64 local-use (RFC 8215): a translator inside the operator's own network, and where
+# the IPv4 address sits depends on a prefix length only that operator knows.
+_NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def carried_ipv4(address: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries, which is where a connection to it goes
+    (through the kernel, a NAT64 or 6to4 gateway, a Teredo relay); None if it carries none."""
+    ip = ipaddress.ip_address(address)
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped or ip.sixtofour:
+        return ip.ipv4_mapped or ip.sixtofour
+    if ip.teredo:
+        return ip.teredo[1]  # the client, de-obfuscated
+    if any(ip in network for network in _IPV4_IN_LOW_BITS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return None
+
 
 def is_public_address(address: str) -> bool:
+    """True for a global unicast address; an address carrying an IPv4 one is judged by
+    the IPv4 address. Raises ValueError if `address` is not an IP address."""
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if ip in _NAT64_LOCAL_USE:
+        return False
+    ip = carried_ipv4(address) or ip
     return ip.is_global and not ip.is_multicast
 
 
@@ -46,7 +74,9 @@ def validate_upstream_base_url(url: str, *, allow_private: bool) -> None:
     for info in infos:
         address = info[4][0]
         if not is_public_address(address):
+            carried = carried_ipv4(address)
+            shown = f"{address} (which carries {carried})" if carried else address
             raise ValidationError(
-                f"{host} resolves to {address}, a private, loopback or link-local address; "
+                f"{host} resolves to {shown}, a private, loopback or link-local address; "
                 "set COGNITUDE_ALLOW_PRIVATE_UPSTREAMS=true to allow it"
             )

@@ -1,26 +1,18 @@
 """OpenAI and every OpenAI-compatible API (Azure OpenAI, Groq, Together, vLLM, ...)."""
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
 
 from proxy.providers.base import (
+    NETWORK_ERRORS,
     Provider,
     StreamingUpstream,
-    UpstreamError,
     UpstreamResponse,
-    session,
+    upstream_error,
+    upstream_request,
 )
-
-_NETWORK_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
-
-
-def _map_error(exc: BaseException) -> UpstreamError:
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return UpstreamError(504, "The upstream provider did not answer in time")
-    return UpstreamError(502, f"The upstream provider could not be reached ({type(exc).__name__})")
 
 
 class OpenAIProvider(Provider):
@@ -33,34 +25,35 @@ class OpenAIProvider(Provider):
 
     async def send(self, path: str, body: bytes | None) -> UpstreamResponse:
         method = "POST" if body is not None else "GET"
-        self.check_destination()
+        response = await upstream_request(method, self._url(path), data=body,
+                                          headers=self._headers())
         try:
-            async with session().request(
-                method, self._url(path), data=body, headers=self._headers()
-            ) as response:
-                content = await response.read()
-                return UpstreamResponse(
-                    status=response.status,
-                    content_type=response.headers.get("Content-Type", "application/json"),
-                    body=content,
-                    retry_after=response.headers.get("Retry-After"),
-                )
-        except (TimeoutError, *_NETWORK_ERRORS) as exc:
-            raise _map_error(exc) from exc
+            content = await response.read()
+        except NETWORK_ERRORS as exc:
+            raise upstream_error(exc) from exc
+        finally:
+            response.release()
+        return UpstreamResponse(
+            status=response.status,
+            content_type=response.headers.get("Content-Type", "application/json"),
+            body=content,
+            retry_after=response.headers.get("Retry-After"),
+        )
 
     @asynccontextmanager
     async def stream(self, path: str, body: bytes) -> AsyncIterator[StreamingUpstream]:
-        self.check_destination()
-        try:
-            response = await session().post(self._url(path), data=body, headers=self._headers())
-        except (TimeoutError, *_NETWORK_ERRORS) as exc:
-            raise _map_error(exc) from exc
+        response = await upstream_request("POST", self._url(path), data=body,
+                                          headers=self._headers())
         try:
             if response.status != 200:
+                try:
+                    error = await response.read()
+                except NETWORK_ERRORS as exc:
+                    raise upstream_error(exc) from exc
                 yield StreamingUpstream(
                     status=response.status,
                     content_type=response.headers.get("Content-Type", "application/json"),
-                    body=await response.read(),
+                    body=error,
                     retry_after=response.headers.get("Retry-After"),
                     lines=None,
                 )
@@ -85,7 +78,7 @@ class OpenAIProvider(Provider):
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     yield line
-        except (TimeoutError, *_NETWORK_ERRORS) as exc:
-            raise _map_error(exc) from exc
+        except NETWORK_ERRORS as exc:
+            raise upstream_error(exc) from exc
         if pending:
             yield pending

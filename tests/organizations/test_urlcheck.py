@@ -4,12 +4,16 @@ Only literal public IPs are used as "accepted" examples: this machine has no
 internet DNS, and a literal IP needs none.
 """
 
+import asyncio
+
 import pytest
 from django.core.exceptions import ValidationError
 
 from organizations.models import ProviderCredential
 from organizations.services import organization_create, provider_credential_set
 from organizations.urlcheck import validate_upstream_base_url
+from proxy.providers.base import UpstreamError, close_sessions
+from proxy.providers.openai import OpenAIProvider
 
 REFUSED_AS_PRIVATE = [
     ("http://169.254.169.254/", "169.254.169.254"),            # cloud metadata, link-local
@@ -29,6 +33,25 @@ REFUSED_AS_PRIVATE = [
     ("http://2130706433/", "127.0.0.1"),                       # 127.0.0.1 as one number
 ]
 
+# IPv6 addresses that carry an IPv4 address reach that IPv4 address (through a NAT64
+# or 6to4 gateway, a Teredo relay, the kernel): they are judged by what they carry.
+REFUSED_AS_CARRYING_A_PRIVATE_IPV4 = [
+    ("http://[64:ff9b::7f00:1]/", "127.0.0.1"),                # NAT64 well-known prefix
+    ("http://[64:ff9b::a9fe:a9fe]/", "169.254.169.254"),
+    ("http://[64:ff9b::10.1.2.3]/v1", "10.1.2.3"),
+    ("http://[::ffff:0:127.0.0.1]/", "127.0.0.1"),             # IPv4-translated (SIIT)
+    ("http://[::ffff:0:a9fe:a9fe]/", "169.254.169.254"),
+    ("http://[::127.0.0.1]/", "127.0.0.1"),                    # IPv4-compatible
+    ("http://[::a9fe:a9fe]/", "169.254.169.254"),
+    ("http://[2002:7f00:1::1]/", "127.0.0.1"),                 # 6to4
+    ("http://[2002:a9fe:a9fe::]/", "169.254.169.254"),
+    ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/", "127.0.0.1"),  # Teredo client
+    ("http://[2001:0:4136:e378:8000:63bf:5601:5601]/", "169.254.169.254"),
+    # NAT64 local-use (RFC 8215): the operator's own translator, whatever it carries.
+    ("http://[64:ff9b:1::7f00:1]/", "64:ff9b:1::7f00:1"),
+    ("http://[64:ff9b:1::808:808]/", "64:ff9b:1::808:808"),
+]
+
 REFUSED_SCHEMES = [
     "file:///etc/passwd",
     "ftp://files.example.com/v1",
@@ -44,7 +67,8 @@ def refusal(url: str, *, allow_private: bool) -> str:
     return " ".join(caught.value.messages)
 
 
-@pytest.mark.parametrize(("url", "address"), REFUSED_AS_PRIVATE)
+@pytest.mark.parametrize(("url", "address"),
+                         REFUSED_AS_PRIVATE + REFUSED_AS_CARRYING_A_PRIVATE_IPV4)
 def test_it_refuses_private_loopback_and_link_local_hosts(url, address):
     message = refusal(url, allow_private=False)
 
@@ -100,6 +124,10 @@ def test_it_refuses_an_unparsable_url_with_a_validation_error(url):
     "https://8.8.8.8/v1",
     "http://1.1.1.1:8080/v1",
     "https://[2001:4860:4860::8888]/v1",
+    "https://[::ffff:8.8.8.8]/v1",              # the embedding forms, carrying 8.8.8.8
+    "https://[64:ff9b::808:808]/v1",
+    "https://[2002:808:808::1]/v1",
+    "https://[2001:0:4136:e378:8000:63bf:f7f7:f7f7]/v1",
 ])
 def test_it_accepts_a_public_address(url):
     validate_upstream_base_url(url, allow_private=False)
@@ -128,6 +156,9 @@ def test_it_still_refuses_other_schemes_when_private_hosts_are_allowed(url):
     "http://[::1]/",
     "file:///etc/passwd",
     "http://metadata.google.internal/",
+    "http://[64:ff9b::7f00:1]/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[::ffff:0:127.0.0.1]/",
 ])
 def test_it_stores_no_credential_for_a_refused_url(db, settings, url):
     settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = False
@@ -161,3 +192,24 @@ def test_it_stores_a_private_url_when_the_operator_allows_it(db, settings):
                             base_url="http://localhost:11434/v1", api_key="sk-local")
 
     assert ProviderCredential.objects.get(organization=org).base_url == "http://localhost:11434/v1"
+
+
+# --- at request time, for a URL stored while private upstreams were allowed -------------
+
+@pytest.mark.parametrize(("url", "address"), REFUSED_AS_CARRYING_A_PRIVATE_IPV4)
+def test_it_refuses_an_address_carrying_a_private_ipv4_when_the_request_is_made(
+        settings, url, address):
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = False
+    provider = OpenAIProvider(base_url=url.rstrip("/"), api_key="sk-test")
+
+    async def run():
+        try:
+            return await provider.send("/models", None)
+        finally:
+            await close_sessions()
+
+    with pytest.raises(UpstreamError) as raised:
+        asyncio.run(run())
+
+    assert (raised.value.status, raised.value.code) == (502, "upstream_unavailable")
+    assert "private address" in raised.value.message

@@ -2,23 +2,39 @@
 
 import asyncio
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 
-from proxy.providers.base import close_sessions
+from proxy.providers.base import UpstreamError, close_sessions, session
 from proxy.providers.openai import OpenAIProvider
 
 
-async def _serve(handler) -> tuple[web.AppRunner, str]:
+async def _serve(handler, path: str = "/v1/chat/completions") -> tuple[web.AppRunner, str]:
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
+    app.router.add_route("*", path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     return runner, f"http://127.0.0.1:{port}/v1"
+
+
+class Secret:
+    """A loopback server holding something the tenant must never see; counts its visitors."""
+
+    BODY = {"id": "chatcmpl-secret", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "SECRET-INTERNAL"},
+         "finish_reason": "stop"}]}
+
+    def __init__(self) -> None:
+        self.visits = 0
+
+    async def handler(self, request: web.Request) -> web.Response:
+        self.visits += 1
+        return web.json_response(self.BODY)
 
 
 def test_it_relays_an_sse_event_longer_than_aiohttps_line_limit(settings):
@@ -74,3 +90,97 @@ def test_it_hands_back_an_upstream_error_body_whole(settings, status):
     got_status, body, lines = asyncio.run(run())
     assert (got_status, orjson.loads(body), lines) == (status, {"error": {"message": "nope"}},
                                                         None)
+
+
+async def _ask(provider: OpenAIProvider, way: str):
+    """One upstream call the way the gateway makes it: JSON, streamed, or the model list."""
+    if way == "send":
+        return await provider.send("/chat/completions", b"{}")
+    if way == "models":
+        return await provider.send("/models", None)
+    async with provider.stream("/chat/completions", b"{}") as upstream:
+        return upstream.status, upstream.body, upstream.lines and [
+            line async for line in upstream.lines]
+
+
+@pytest.mark.parametrize("way", ["send", "stream", "models"])
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_it_does_not_follow_an_upstream_redirect(settings, status, way):
+    # Private upstreams allowed, so both servers on loopback can be reached: what is
+    # under test is that the second one is never asked.
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
+    secret = Secret()
+
+    async def run():
+        secret_runner, secret_url = await _serve(secret.handler, "/{tail:.*}")
+
+        async def redirect(request: web.Request) -> web.Response:
+            return web.Response(status=status, text="moved",
+                                headers={"Location": f"{secret_url}/latest/meta-data"})
+
+        runner, base_url = await _serve(redirect, "/v1/{tail:.*}")
+        try:
+            provider = OpenAIProvider(base_url=base_url, api_key="sk-test")
+            return await _ask(provider, way)
+        finally:
+            await close_sessions()
+            await runner.cleanup()
+            await secret_runner.cleanup()
+
+    with pytest.raises(UpstreamError) as raised:
+        asyncio.run(run())
+
+    assert raised.value.status == 502
+    assert raised.value.code == "upstream_redirect"
+    assert str(status) in raised.value.message
+    assert "SECRET" not in raised.value.message
+    assert secret.visits == 0
+
+
+def test_it_refuses_a_private_address_on_any_connection_the_session_makes(settings):
+    # Not through an adapter: a plain request on the shared session, to an IP literal
+    # (which aiohttp connects to without asking any resolver). Whatever path a request
+    # takes, redirect or future code, the connection itself is refused.
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = False
+    secret = Secret()
+
+    async def run():
+        runner, base_url = await _serve(secret.handler, "/{tail:.*}")
+        try:
+            async with session().get(f"{base_url}/latest/meta-data") as response:
+                return response.status
+        finally:
+            await close_sessions()
+            await runner.cleanup()
+
+    with pytest.raises(aiohttp.ClientConnectorError) as raised:
+        asyncio.run(run())
+
+    assert "private address" in str(raised.value)
+    assert secret.visits == 0
+
+
+@pytest.mark.parametrize("way", ["send", "stream", "models"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["literal", "name"])
+def test_it_refuses_a_private_base_url_when_the_request_is_made(settings, host, way):
+    # A base URL stored while private upstreams were allowed (or written to the
+    # database by hand, or a name re-pointed since): the check at save time is not the
+    # only one.
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = False
+    secret = Secret()
+
+    async def run():
+        runner, base_url = await _serve(secret.handler, "/{tail:.*}")
+        base_url = base_url.replace("127.0.0.1", host)
+        try:
+            return await _ask(OpenAIProvider(base_url=base_url, api_key="sk-test"), way)
+        finally:
+            await close_sessions()
+            await runner.cleanup()
+
+    with pytest.raises(UpstreamError) as raised:
+        asyncio.run(run())
+
+    assert (raised.value.status, raised.value.code) == (502, "upstream_unavailable")
+    assert "private address" in raised.value.message
+    assert secret.visits == 0

@@ -5,7 +5,12 @@ error the SDK raises; and no failure is ever cached.
 Faults are asked of the fake upstream by markers in the last message's text.
 """
 
+import json
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import openai
@@ -208,3 +213,96 @@ def test_it_ends_a_stream_that_stalls_with_an_error(gateway, live_world, fake_up
     assert [chunk.choices[0].delta.role for chunk in received] == ["assistant"]
     assert raised.value.body["type"] == "upstream_timeout"
     assert_nothing_cached(gateway, live_world.a)
+
+
+@contextmanager
+def loopback_server(answer: Callable[[BaseHTTPRequestHandler], None]
+                    ) -> Iterator[tuple[str, list[str]]]:
+    """A real HTTP server on loopback, in a thread: yields its URL and the paths asked."""
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            asked.append(self.path)
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            answer(self)
+
+        do_GET = do_POST
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+SECRET = b"SECRET-INTERNAL-METADATA"
+
+
+def answer_secret(handler: BaseHTTPRequestHandler) -> None:
+    # A well-formed completion, so a gateway that followed the redirect would hand it
+    # to the tenant as a success.
+    body = json.dumps({
+        "id": "chatcmpl-secret", "object": "chat.completion", "created": 0, "model": MODEL,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": SECRET.decode()}}],
+    }).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.fixture
+def redirecting(live_world):
+    """A tenant whose provider answers every call with a 307 to a server on the
+    operator's loopback holding a secret; yields (tenant, paths the secret server saw).
+
+    Private upstreams are allowed (both servers are on loopback): what is under test is
+    that the redirect is not followed, whatever the address check says."""
+    with loopback_server(answer_secret) as (secret_url, secret_asked):
+        def answer_redirect(handler: BaseHTTPRequestHandler) -> None:
+            handler.send_response(307)
+            handler.send_header("Location", f"{secret_url}/latest/meta-data")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        with loopback_server(answer_redirect) as (provider_url, _):
+            tenant = make_tenant("Org Redirect", live_world.charlie, f"{provider_url}/v1")
+            yield tenant, secret_asked
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_it_answers_502_and_does_not_follow_an_upstream_redirect(gateway, redirecting,
+                                                                 stream):
+    tenant, secret_asked = redirecting
+
+    with pytest.raises(openai.APIStatusError) as raised:
+        call(sdk(gateway, tenant.raw_key), ask("Where is the metadata?"), stream=stream)
+
+    assert raised.value.status_code == 502
+    assert raised.value.body["type"] == "upstream_error"
+    assert raised.value.body["code"] == "upstream_redirect"
+    assert "307" in raised.value.body["message"]
+    assert SECRET not in raised.value.response.content
+    assert secret_asked == []
+    assert_nothing_cached(gateway, tenant)
+
+
+def test_it_answers_502_and_does_not_follow_a_redirect_for_models(gateway, redirecting):
+    tenant, secret_asked = redirecting
+
+    with pytest.raises(openai.APIStatusError) as raised:
+        sdk(gateway, tenant.raw_key).models.list()
+
+    assert raised.value.status_code == 502
+    assert raised.value.body["code"] == "upstream_redirect"
+    assert SECRET not in raised.value.response.content
+    assert secret_asked == []
