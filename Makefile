@@ -43,6 +43,8 @@ test: $(STAMP) smoke
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) \
 	TEST_BROKER_URL=$(TEST_BROKER_URL) REDIS_URL= CELERY_BROKER_URL= \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	# make run's path: SQLite, the in-process hot tier, inline tasks (tests/test_embedded.py).
+	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL $(BIN)/python -m pytest -m embedded
 
 bench: $(STAMP)
 	bin/ensure-services
