@@ -3,6 +3,7 @@ whatever state those services are in."""
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -20,6 +21,10 @@ TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL") or "amqp://guest:guest@127.0
 
 pytestmark = pytest.mark.django_db
 
+# /health gives Redis and the broker 0.8 s each and answers within its 2 s promise; a
+# loaded 2-core machine gets the difference as headroom.
+PROBE_BOUND = 1.5
+
 
 def timed_health(client) -> tuple[float, int, dict]:
     started = time.monotonic()
@@ -35,8 +40,10 @@ def services(settings):
     return settings
 
 
-def test_it_is_healthy_with_the_seeds_fields(client, services):
+def test_it_is_healthy_with_the_seeds_fields(client, services, redis_client):
+    uptime_before = redis_client.info("server")["uptime_in_seconds"]
     response = client.get("/health")
+    uptime_after = redis_client.info("server")["uptime_in_seconds"]
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
@@ -46,9 +53,10 @@ def test_it_is_healthy_with_the_seeds_fields(client, services):
     assert body["version"] == django_settings.COGNITUDE_VERSION
     redis = body["redis"]
     assert redis["status"] == "healthy"
+    # The numbers of the Redis the gateway uses, read from it, not placeholders.
     assert isinstance(redis["connected_clients"], int) and redis["connected_clients"] >= 1
-    assert isinstance(redis["used_memory_human"], str) and redis["used_memory_human"]
-    assert isinstance(redis["uptime_in_seconds"], int) and redis["uptime_in_seconds"] >= 0
+    assert re.fullmatch(r"\d+(\.\d+)?[BKMG]", redis["used_memory_human"])
+    assert uptime_before <= redis["uptime_in_seconds"] <= uptime_after
     assert body["database"] == {"status": "healthy", "engine": "postgresql"}
     assert body["broker"]["status"] == "embedded"
 
@@ -80,7 +88,7 @@ def test_it_is_degraded_quickly_when_redis_dies(client, services):
     assert body["status"] == "degraded"
     assert body["redis"]["status"] == "unavailable"
     assert body["database"]["status"] == "healthy"
-    assert elapsed < 1.0
+    assert elapsed < PROBE_BOUND
 
 
 def test_it_is_degraded_quickly_when_redis_hangs(client, services):
@@ -98,7 +106,7 @@ def test_it_is_degraded_quickly_when_redis_hangs(client, services):
     assert status == 200
     assert body["status"] == "degraded"
     assert body["redis"]["status"] == "unavailable"
-    assert elapsed < 1.0
+    assert elapsed < PROBE_BOUND
 
 
 def test_it_is_degraded_when_the_broker_is_down(client, services):
@@ -126,7 +134,7 @@ def test_it_is_degraded_quickly_when_the_broker_hangs(client, services):
     assert status == 200
     assert body["status"] == "degraded"
     assert body["broker"]["status"] == "unavailable"
-    assert elapsed < 1.0
+    assert elapsed < PROBE_BOUND
 
 
 def test_it_is_healthy_with_a_reachable_broker(client, services):
