@@ -2,15 +2,17 @@
 
 Every page and action calls `organization_for_member` first; nothing in a view looks an
 organization up any other way, so another tenant's slug (or an object id under it) is a
-404 and a plain member's attempt to manage is a 403.
+404 and a plain member's attempt to manage is a 403. The selectors below raise the
+organizations app's own errors; these accessors are where they become HTTP answers.
 """
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
 from django.http import Http404
 
-from organizations.models import Membership, Organization
+from organizations import selectors
+from organizations.errors import ApiKeyNotFound, OrganizationNotFound
+from organizations.models import ApiKey, Membership, Organization
 
 MANAGER_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
 
@@ -21,16 +23,22 @@ def organization_for_member(
     """The organization `slug` if `user` belongs to it, with the user's role as
     `member_role`; 404 for non-members (nobody learns which slugs exist), 403 when
     `manage` is asked and the user is a plain member."""
-    organization = (
-        Organization.objects.filter(slug=slug, memberships__user=user)
-        .annotate(member_role=F("memberships__role"))
-        .first()
-    )
-    if organization is None:
-        raise Http404("No such organization")
+    try:
+        organization = selectors.organization_for_member(user=user, slug=slug)
+    except OrganizationNotFound as exc:
+        raise Http404(str(exc)) from exc
     if manage and not can_manage(organization):
         raise PermissionDenied("Only an owner or admin can do this")
     return organization
+
+
+def api_key_for_member(organization: Organization, key_id: int) -> ApiKey:
+    """The key `key_id` of an organization loaded by organization_for_member; 404 for
+    any other organization's."""
+    try:
+        return selectors.api_key_get_for_org(organization=organization, key_id=key_id)
+    except ApiKeyNotFound as exc:
+        raise Http404(str(exc)) from exc
 
 
 def can_manage(organization: Organization) -> bool:

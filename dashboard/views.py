@@ -19,14 +19,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from caching.services import cache_clear, cache_stats
-from dashboard.access import can_manage, organization_for_member
+from dashboard.access import api_key_for_member, can_manage, organization_for_member
 from dashboard.charts import hit_rate_chart, requests_chart
 from dashboard.forms import ApiKeyCreateForm, CacheClearForm, ProviderForm
 from dashboard.periods import PERIODS, Period, period_for
 from dashboard.selectors import breakdown_get, overview_get, recommendations_get
 from organizations.models import Organization
 from organizations.selectors import (
-    api_key_get_for_org,
     api_keys_for_org,
     organizations_for_user,
     provider_for_org,
@@ -285,7 +284,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def key_revoke(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
     organization = organization_for_member(request.user, slug, manage=True)
-    api_key = api_key_get_for_org(organization=organization, key_id=key_id)
+    api_key = api_key_for_member(organization, key_id)
     api_key_revoke(api_key=api_key)
     messages.success(request, f"Revoked {api_key.prefix}… ({api_key.name or 'unnamed'}). "
                               "The gateway refuses it within seconds.")

@@ -1,10 +1,10 @@
 """Reads, always through the organization that asks."""
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
-from django.http import Http404
+from django.db.models import F, QuerySet
 
 from organizations import crypto
+from organizations.errors import ApiKeyNotFound, OrganizationNotChosen, OrganizationNotFound
 from organizations.models import ApiKey, Organization, ProviderCredential
 
 
@@ -12,11 +12,30 @@ def organizations_for_user(*, user: AbstractBaseUser) -> QuerySet[Organization]:
     return Organization.objects.filter(memberships__user=user).order_by("name")
 
 
+def organization_for_member(*, user: AbstractBaseUser, slug: str | None = None) -> Organization:
+    """The organization `slug` if `user` is a member of it; without a slug, the user's
+    only organization. The user's role comes along as `member_role`.
+
+    Raises OrganizationNotFound for anyone else's (or when the user has none) and
+    OrganizationNotChosen when no slug is given to a member of several."""
+    # The annotation follows the filter, so it reads this user's membership row.
+    mine = organizations_for_user(user=user).annotate(member_role=F("memberships__role"))
+    if slug is not None:
+        mine = mine.filter(slug=slug)
+    found = list(mine[:2])
+    if not found:
+        raise OrganizationNotFound("No such organization")
+    if len(found) > 1:
+        raise OrganizationNotChosen("You are a member of several organizations")
+    return found[0]
+
+
 def organization_get_by_slug(*, slug: str) -> Organization:
+    """Raises OrganizationNotFound."""
     try:
         return Organization.objects.get(slug=slug)
     except Organization.DoesNotExist:
-        raise Http404("No such organization") from None
+        raise OrganizationNotFound("No such organization") from None
 
 
 def api_keys_for_org(*, organization: Organization) -> QuerySet[ApiKey]:
@@ -24,11 +43,11 @@ def api_keys_for_org(*, organization: Organization) -> QuerySet[ApiKey]:
 
 
 def api_key_get_for_org(*, organization: Organization, key_id: int) -> ApiKey:
-    """The key `key_id` of this organization; 404 for anyone else's."""
+    """The key `key_id` of this organization; ApiKeyNotFound for anyone else's."""
     try:
         return ApiKey.objects.get(organization=organization, pk=key_id)
     except ApiKey.DoesNotExist:
-        raise Http404("No such API key") from None
+        raise ApiKeyNotFound("No such API key") from None
 
 
 def provider_for_org(*, organization: Organization) -> ProviderCredential | None:

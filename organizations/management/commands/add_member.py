@@ -1,7 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.http import Http404
 
+from organizations.errors import OrganizationNotFound
 from organizations.models import Membership
 from organizations.selectors import organization_get_by_slug
 from organizations.services import membership_set
@@ -18,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, org: str, email: str, role: str, **options):
         try:
             organization = organization_get_by_slug(slug=org)
-        except Http404 as exc:
+        except OrganizationNotFound as exc:
             raise CommandError(f"No organization with slug {org!r}") from exc
         users = get_user_model().objects
         user = users.filter(email__iexact=email).order_by("pk").first()

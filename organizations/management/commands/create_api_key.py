@@ -1,8 +1,8 @@
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
-from django.http import Http404
 
+from organizations.errors import OrganizationNotFound
 from organizations.selectors import organization_get_by_slug
 from organizations.services import api_key_create
 
@@ -20,7 +20,7 @@ class Command(BaseCommand):
             raise CommandError("--expires-days must be positive")
         try:
             organization = organization_get_by_slug(slug=org)
-        except Http404 as exc:
+        except OrganizationNotFound as exc:
             raise CommandError(f"No organization with slug {org!r}") from exc
         created = api_key_create(
             organization=organization,

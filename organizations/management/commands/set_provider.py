@@ -1,7 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.http import Http404
 
+from organizations.errors import OrganizationNotFound
 from organizations.models import ProviderCredential
 from organizations.selectors import organization_get_by_slug
 from organizations.services import provider_credential_set
@@ -22,7 +22,7 @@ class Command(BaseCommand):
             credential = provider_credential_set(
                 organization=organization, kind=kind, base_url=base_url, api_key=api_key
             )
-        except Http404 as exc:
+        except OrganizationNotFound as exc:
             raise CommandError(f"No organization with slug {org!r}") from exc
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
