@@ -31,11 +31,26 @@ end
 return value
 """
 
+# A miss's first round trip: the entry (a hit, counted), or else the coalescing lock,
+# taken if free. Returns {value} or {false, 1 if the lock is ours}.
+_GET_OR_LOCK = """
+local value = redis.call('GET', KEYS[1])
+if value then
+  redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+  redis.call('HINCRBY', KEYS[2], '_total', 1)
+  return {value}
+end
+if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {false, 1} end
+return {false, 0}
+"""
+
 # Store, and remember the key in the organization's index (score = expiry), so that
-# clearing and counting one organization never scans anyone else's keys.
+# clearing and counting one organization never scans anyone else's keys; release the
+# coalescing lock in the same round trip if we hold it (ARGV[5], the token, or '').
 _STORE = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
 return 1
 """
 
@@ -66,6 +81,7 @@ class RedisHotTier:
         self._breaker_seconds = breaker_seconds
         self._open_until = 0.0
         self._get_and_count = self._client.register_script(_GET_AND_COUNT)
+        self._get_or_lock = self._client.register_script(_GET_OR_LOCK)
         self._store = self._client.register_script(_STORE)
         self._release = self._client.register_script(_RELEASE)
 
@@ -89,13 +105,39 @@ class RedisHotTier:
             self._trip(exc)
             return None
 
-    async def set(self, org_id: int, key_hash: str, payload: bytes, ttl: int) -> bool:
+    async def get_or_lock(self, org_id: int, key_hash: str,
+                          seconds: float) -> tuple[bytes | None, str | None]:
+        """The entry, or else try to become the one caller that asks upstream: returns
+        (entry, None), (None, token) when the lock is ours, (None, None) when another
+        caller holds it. With Redis away, (None, ""): every process leads for itself,
+        better a few duplicate upstream calls than requests waiting on a lock nobody
+        can see."""
+        if not self.available:
+            return None, ""
+        token = secrets.token_hex(8)
+        try:
+            found = await self._get_or_lock(
+                keys=[redis_key(org_id, key_hash), redis_hits_key(org_id),
+                      redis_lock_key(org_id, key_hash)],
+                args=[key_hash, token, int(seconds * 1000)],
+            )
+        except (RedisError, OSError) as exc:
+            self._trip(exc)
+            return None, ""
+        if found[0]:
+            return found[0], None
+        return None, token if found[1] else None
+
+    async def set(self, org_id: int, key_hash: str, payload: bytes, ttl: int,
+                  *, unlock: str = "") -> bool:
+        """Store an entry; `unlock`, a token of get_or_lock's, releases that lock too."""
         if not self.available:
             return False
         try:
             await self._store(
-                keys=[redis_key(org_id, key_hash), redis_index_key(org_id)],
-                args=[payload, ttl, int(time.time()) + ttl, key_hash],
+                keys=[redis_key(org_id, key_hash), redis_index_key(org_id),
+                      redis_lock_key(org_id, key_hash)],
+                args=[payload, ttl, int(time.time()) + ttl, key_hash, unlock],
             )
             return True
         except (RedisError, OSError) as exc:
@@ -133,24 +175,6 @@ class RedisHotTier:
         except (RedisError, OSError) as exc:
             self._trip(exc)
             return False
-
-    async def lock(self, org_id: int, key_hash: str, seconds: float) -> str | None:
-        """Try to become the one caller that asks upstream; returns a token or None.
-
-        With Redis away every process leads for itself: better a few duplicate
-        upstream calls than requests waiting on a lock nobody can see.
-        """
-        if not self.available:
-            return ""
-        token = secrets.token_hex(8)
-        try:
-            ok = await self._client.set(
-                redis_lock_key(org_id, key_hash), token, nx=True, px=int(seconds * 1000)
-            )
-        except (RedisError, OSError) as exc:
-            self._trip(exc)
-            return ""
-        return token if ok else None
 
     async def is_locked(self, org_id: int, key_hash: str) -> bool:
         if not self.available:
@@ -202,8 +226,21 @@ class MemoryHotTier:
         self._hits[org_id] = self._hits.get(org_id, 0) + 1
         return found[1]
 
-    async def set(self, org_id: int, key_hash: str, payload: bytes, ttl: int) -> bool:
+    async def get_or_lock(self, org_id: int, key_hash: str,
+                          seconds: float) -> tuple[bytes | None, str | None]:
+        found = await self.get(org_id, key_hash)
+        if found is not None:
+            return found, None
+        if (org_id, key_hash) in self._locks:
+            return None, None
+        self._locks.add((org_id, key_hash))
+        return None, "local"
+
+    async def set(self, org_id: int, key_hash: str, payload: bytes, ttl: int,
+                  *, unlock: str = "") -> bool:
         key = (org_id, key_hash)
+        if unlock:
+            self._locks.discard(key)
         if key in self._entries:
             self._drop(key)
         self._entries[key] = (time.monotonic() + ttl, payload)
@@ -223,12 +260,6 @@ class MemoryHotTier:
             self._drop(key)
         self._hits.pop(org_id, None)
         return True
-
-    async def lock(self, org_id: int, key_hash: str, seconds: float) -> str | None:
-        if (org_id, key_hash) in self._locks:
-            return None
-        self._locks.add((org_id, key_hash))
-        return "local"
 
     async def is_locked(self, org_id: int, key_hash: str) -> bool:
         return (org_id, key_hash) in self._locks

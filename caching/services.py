@@ -32,6 +32,7 @@ logger = logging.getLogger("cognitude.caching")
 TIER_REDIS = "redis"
 TIER_MEMORY = "memory"
 TIER_POSTGRES = "postgres"
+TIER_COALESCED = "coalesced"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,26 +70,34 @@ def _checked(raw: bytes, org_id: int) -> CachedResponse | None:
     return response
 
 
-async def cache_lookup(*, org_id: int, key_hash: str, ttl: int) -> CacheHit | None:
-    """The cached answer for this key: Redis first, then PostgreSQL (promoted to Redis)."""
-    tier = hot_tier()
-    raw = await tier.get(org_id, key_hash)
-    if raw is not None:
-        response = _checked(raw, org_id)
-        if response is not None:
-            return CacheHit(response, TIER_REDIS if tier.kind == "redis" else TIER_MEMORY)
+def _hot_hit(raw: bytes | None, org_id: int, tier_kind: str) -> CacheHit | None:
+    response = _checked(raw, org_id) if raw is not None else None
+    if response is None:
+        return None
+    return CacheHit(response, TIER_REDIS if tier_kind == "redis" else TIER_MEMORY)
+
+
+async def _cold_lookup(*, org_id: int, key_hash: str, ttl: int,
+                       unlock: str = "") -> CacheHit | None:
+    """The PostgreSQL tier's answer, promoted to the hot tier (releasing `unlock`)."""
     try:
         raw = await run_in_db_thread(_cold_get, org_id, key_hash)
     except Exception:
         logger.exception("cold tier lookup failed")
         return None
-    if raw is None:
-        return None
-    response = _checked(raw, org_id)
+    response = _checked(raw, org_id) if raw is not None else None
     if response is None:
         return None
-    await tier.set(org_id, key_hash, raw, ttl)
+    await hot_tier().set(org_id, key_hash, raw, ttl, unlock=unlock)
     return CacheHit(response, TIER_POSTGRES)
+
+
+async def cache_lookup(*, org_id: int, key_hash: str, ttl: int) -> CacheHit | None:
+    """The cached answer for this key: Redis first, then PostgreSQL (promoted to Redis).
+    For requests that will not store their answer; the others use `coalescer.turn`."""
+    tier = hot_tier()
+    hit = _hot_hit(await tier.get(org_id, key_hash), org_id, tier.kind)
+    return hit or await _cold_lookup(org_id=org_id, key_hash=key_hash, ttl=ttl)
 
 
 async def cache_store(
@@ -101,10 +110,12 @@ async def cache_store(
     endpoint: str,
     model: str,
     request: dict,
+    unlock: str = "",
 ) -> None:
-    """Store in Redis now and in PostgreSQL through the event buffer (Celery)."""
+    """Store in Redis now and in PostgreSQL through the event buffer (Celery); `unlock`
+    (the leader's coalescing lock) is released in the same round trip."""
     raw = pack(response)
-    await hot_tier().set(org_id, key_hash, raw, ttl)
+    await hot_tier().set(org_id, key_hash, raw, ttl, unlock=unlock)
     now = timezone.now()
     emit("cache_entry", {
         "org_id": org_id,
@@ -135,12 +146,14 @@ def cache_hits_add(*, hits: dict[tuple[int, str], tuple[int, datetime]]) -> None
 
 
 class Coalescer:
-    """One upstream call for many identical concurrent misses.
+    """The cache lookup of a request that will store its answer, and one upstream call
+    for many identical concurrent misses.
 
-    Within a process the waiters share an asyncio future; across processes the
-    leader holds a short Redis lock and the others poll the hot tier until the
-    answer lands or the lock goes away (the leader failed or died: then they ask
-    upstream themselves).
+    Within a process the waiters share an asyncio future; across processes the leader
+    holds a short Redis lock (taken in the same round trip as the hot-tier lookup) and
+    the others poll the hot tier until the answer lands or the lock goes away (the
+    leader failed or died: then one of them leads). The leader's store releases the
+    lock in its own round trip.
     """
 
     POLL_SECONDS = 0.02
@@ -149,7 +162,9 @@ class Coalescer:
         self._inflight: dict[tuple[int, str], asyncio.Future[CachedResponse | None]] = {}
 
     @asynccontextmanager
-    async def turn(self, *, org_id: int, key_hash: str) -> AsyncIterator["Turn"]:
+    async def turn(self, *, org_id: int, key_hash: str, ttl: int) -> AsyncIterator["Turn"]:
+        """A Turn with the cached answer (`hit`), or the lead: ask upstream, store the
+        answer with `cache_store(unlock=turn.lock_token)` and set `turn.result`."""
         key = (org_id, key_hash)
         local = self._inflight.get(key)
         if local is not None:
@@ -159,49 +174,60 @@ class Coalescer:
                 )
             except TimeoutError:
                 stored = None
-            yield Turn(stored=stored)
+            yield Turn(hit=CacheHit(stored, TIER_COALESCED) if stored is not None else None)
             return
         future: asyncio.Future[CachedResponse | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
-        turn = Turn(stored=None)
-        token = None
+        turn = Turn(hit=None)
         try:
-            token = await self._lead_or_wait(org_id, key_hash, turn)
+            await self._find_or_lead(org_id, key_hash, ttl, turn)
             yield turn
         finally:
             self._inflight.pop(key, None)
             if not future.done():
-                future.set_result(turn.result)
-            if token:
-                await hot_tier().unlock(org_id, key_hash, token)
+                future.set_result(turn.result or (turn.hit.response if turn.hit else None))
+            if turn.lock_token and turn.result is None:
+                # Nothing was stored (an error, an uncacheable answer), so the store did
+                # not release the lock: release it now for the next caller.
+                await hot_tier().unlock(org_id, key_hash, turn.lock_token)
 
-    async def _lead_or_wait(self, org_id: int, key_hash: str, turn: "Turn") -> str | None:
+    async def _find_or_lead(self, org_id: int, key_hash: str, ttl: int, turn: "Turn") -> None:
         tier = hot_tier()
-        deadline = time.monotonic() + settings.COGNITUDE_COALESCE_TIMEOUT
+        lock_seconds = settings.COGNITUDE_COALESCE_TIMEOUT
+        deadline = time.monotonic() + lock_seconds
         while True:
-            token = await tier.lock(org_id, key_hash, settings.COGNITUDE_COALESCE_TIMEOUT)
+            raw, token = await tier.get_or_lock(org_id, key_hash, lock_seconds)
+            turn.hit = _hot_hit(raw, org_id, tier.kind)
+            if turn.hit is not None:
+                return
             if token is not None:
-                return token
+                # Ours to answer: the cold tier first (its hit also releases the lock).
+                turn.hit = await _cold_lookup(org_id=org_id, key_hash=key_hash, ttl=ttl,
+                                              unlock=token)
+                turn.lock_token = "" if turn.hit is not None else token
+                return
             # Another process leads: wait for its answer in the hot tier.
             while time.monotonic() < deadline:
                 await asyncio.sleep(self.POLL_SECONDS)
-                raw = await tier.get(org_id, key_hash)
-                if raw is not None:
-                    turn.stored = turn.result = _checked(raw, org_id)
-                    if turn.stored is not None:
-                        return None
+                turn.hit = _hot_hit(await tier.get(org_id, key_hash), org_id, tier.kind)
+                if turn.hit is not None:
+                    turn.hit = CacheHit(turn.hit.response, TIER_COALESCED)
+                    return
                 if not await tier.is_locked(org_id, key_hash):
-                    break
+                    break  # the leader gave up: try to lead
             else:
-                return None
+                return  # waited long enough: ask upstream without the lock
 
 
 @dataclass(slots=True)
 class Turn:
-    # Set when another request already produced the answer: serve it, ask nobody.
-    stored: CachedResponse | None
-    # Set by the leader once it has a cacheable answer, for the local waiters.
+    # Set when the answer is known: from a tier, or produced meanwhile by an identical
+    # request (tier "coalesced"). Serve it, ask nobody.
+    hit: CacheHit | None
+    # Set by the leader once it has stored a cacheable answer, for the local waiters.
     result: CachedResponse | None = None
+    # The leader's coalescing lock, for cache_store to release ("" when there is none).
+    lock_token: str = ""
 
 
 coalescer = Coalescer()

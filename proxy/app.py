@@ -97,20 +97,20 @@ async def answer_post(scope, receive, send, record: Record) -> None:
         record.cache_outcome = "bypass"
         await ask_upstream(send, receive, ask, headers, record)
         return
-    hit = await cache_lookup(org_id=caller.org_id, key_hash=key_hash, ttl=ttl)
-    if hit is not None:
-        record.hit(hit.response, hit.tier)
-        await send_hit(send, hit.response, hit.tier, request=request, headers=headers)
-        return
-    record.cache_outcome = "miss"
     if controls.no_store:
+        hit = await cache_lookup(org_id=caller.org_id, key_hash=key_hash, ttl=ttl)
+        if hit is not None:
+            await send_hit(send, hit, request=request, headers=headers, record=record)
+            return
+        record.cache_outcome = "miss"
         await ask_upstream(send, receive, ask, headers, record)
         return
-    async with coalescer.turn(org_id=caller.org_id, key_hash=key_hash) as turn:
-        if turn.stored is not None:
-            record.hit(turn.stored, "coalesced")
-            await send_hit(send, turn.stored, "coalesced", request=request, headers=headers)
+    async with coalescer.turn(org_id=caller.org_id, key_hash=key_hash, ttl=ttl) as turn:
+        if turn.hit is not None:
+            await send_hit(send, turn.hit, request=request, headers=headers, record=record)
             return
+        record.cache_outcome = "miss"
+        ask.lock_token = turn.lock_token
         turn.result = await ask_upstream(send, receive, ask, headers, record)
 
 

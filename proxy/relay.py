@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import orjson
 
 from caching.payload import CachedResponse
-from caching.services import cache_store
+from caching.services import CacheHit, cache_store
 from cognitude.errors import error_body
 from proxy.auth import NO_PROVIDER, Caller
 from proxy.http import SSE, respond, respond_error
@@ -29,19 +29,23 @@ class Ask:
     key_hash: str
     ttl: int
     outcome: bytes  # the X-Cognitude-Cache value: MISS or BYPASS
+    lock_token: str = ""  # the coalescing lock this request leads with, released by the store
 
 
-async def send_hit(send, hit: CachedResponse, tier: str, *, request: Request,
-                   headers: list) -> None:
+async def send_hit(send, hit: CacheHit, *, request: Request, headers: list,
+                   record: Record) -> None:
     """Answer from the cache, as JSON or replayed as SSE, whichever the client asked."""
-    headers = [*headers, (b"x-cognitude-cache", HIT), (b"x-cognitude-cache-tier", tier.encode())]
+    record.hit(hit.response, hit.tier)
+    cached = hit.response
+    headers = [*headers, (b"x-cognitude-cache", HIT),
+               (b"x-cognitude-cache-tier", hit.tier.encode())]
     if not request.stream:
-        await respond(send, 200, hit.json_body, headers)
+        await respond(send, 200, cached.json_body, headers)
         return
-    if hit.sse_body:
-        body = hit.sse_body + (hit.usage_event if request.include_usage else b"") + DONE
+    if cached.sse_body:
+        body = cached.sse_body + (cached.usage_event if request.include_usage else b"") + DONE
     else:
-        body = stream_from_answer(hit.json_body, include_usage=request.include_usage)
+        body = stream_from_answer(cached.json_body, include_usage=request.include_usage)
     await respond(send, 200, body, [*headers, (b"cache-control", b"no-cache")], SSE)
 
 
@@ -56,7 +60,7 @@ async def _store(ask: Ask, response: CachedResponse) -> None:
     await cache_store(
         org_id=ask.caller.org_id, key_hash=ask.key_hash, response=response, ttl=ask.ttl,
         ttl_is_explicit=controls.max_age is not None, endpoint=ask.request.endpoint,
-        model=ask.request.model, request=ask.request.body,
+        model=ask.request.model, request=ask.request.body, unlock=ask.lock_token,
     )
 
 
