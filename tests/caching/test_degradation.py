@@ -79,8 +79,9 @@ def test_it_does_not_wait_on_a_paused_redis(gateway_on_own_redis, own_redis, liv
             _, headers = ask(client, "paused redis")
             durations.append(time.monotonic() - started)
             assert headers["x-cognitude-cache"] == "HIT"
-        # The first request pays one Redis timeout (100 ms); the breaker spares the rest.
-        assert max(durations) < 0.3, durations
+        # The first request pays one Redis timeout (100 ms) and the breaker spares the
+        # rest; 1 s is headroom for a loaded machine, well short of the 3 s pause.
+        assert max(durations) < 1.0, durations
     finally:
         control.execute_command("CLIENT", "UNPAUSE")
         control.close()
