@@ -246,16 +246,17 @@ def test_it_refuses_a_revoked_key_within_a_second(gateway, live_world, fake_upst
     api_key_revoke(api_key=api_key)
     revoked_at = time.monotonic()
 
-    # COGNITUDE_API_KEY_CACHE_SECONDS is 1 in tests: the bound on a revoked key's life.
+    # COGNITUDE_API_KEY_CACHE_SECONDS is 1 in tests: the bound on a revoked key's life,
+    # plus a request or two of headroom for a loaded machine (the default is 5 s).
     while True:
         try:
             chat(client)
         except openai.AuthenticationError as refused:
             assert refused.status_code == 401
             break
-        assert time.monotonic() - revoked_at < 1.5, "the revoked key still works"
+        assert time.monotonic() - revoked_at < 2.0, "the revoked key still works"
         time.sleep(0.05)
-    assert time.monotonic() - revoked_at < 1.5
+    assert time.monotonic() - revoked_at < 2.0
     # Only the first request reached the upstream; the rest were hits or refusals.
     assert fake_upstream.calls_with(live_world.a.provider_key) == 1
 
