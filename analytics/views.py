@@ -8,7 +8,7 @@ Errors have OpenAI's shape, like every other JSON endpoint of the gateway.
 
 from datetime import timedelta
 
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers
@@ -29,8 +29,9 @@ from analytics.selectors import (
     usage_timeseries,
 )
 from cognitude.errors import error_body
+from organizations.errors import OrganizationNotChosen, OrganizationNotFound
 from organizations.models import ApiKey, Organization
-from organizations.selectors import organizations_for_user
+from organizations.selectors import organization_for_member
 
 PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_RANGE = timedelta(days=400)
@@ -68,8 +69,8 @@ def _validation_message(detail) -> tuple[str, str | None]:
 
 def api_exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
     """DRF's errors in OpenAI's shape; anything else is left to Django (a 500)."""
-    if isinstance(exc, Http404):
-        return _json_error(404, str(exc) or "Not found", code="not_found")
+    if isinstance(exc, OrganizationNotFound):
+        return _json_error(404, str(exc), code="not_found")
     if isinstance(exc, exceptions.ValidationError):
         message, param = _validation_message(exc.detail)
         return _json_error(400, message, code="invalid_parameter", param=param)
@@ -92,26 +93,18 @@ class IsMemberOrApiKey(BasePermission):
 
 def organization_for_request(request: Request) -> Organization:
     """The organization this request may read: the key's, or one of the user's."""
-    slug = request.query_params.get("org")
+    slug = request.query_params.get("org") or None
     if isinstance(request.auth, ApiKey):
         organization = request.auth.organization
-        if slug and slug != organization.slug:
-            raise Http404("No such organization")
+        if slug is not None and slug != organization.slug:
+            raise OrganizationNotFound("No such organization")
         return organization
-    organizations = organizations_for_user(user=request.user)
-    if slug:
-        organization = organizations.filter(slug=slug).first()
-        if organization is None:
-            raise Http404("No such organization")
-        return organization
-    mine = list(organizations[:2])
-    if len(mine) == 1:
-        return mine[0]
-    if not mine:
-        raise Http404("No such organization")
-    raise exceptions.ValidationError(
-        {"org": ["required: you are a member of several organizations"]}
-    )
+    try:
+        return organization_for_member(user=request.user, slug=slug)
+    except OrganizationNotChosen:
+        raise exceptions.ValidationError(
+            {"org": ["required: you are a member of several organizations"]}
+        ) from None
 
 
 class OrganizationApi(APIView):

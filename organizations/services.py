@@ -99,15 +99,26 @@ class AuthResult:
         return self.api_key is not None
 
 
-def api_key_authenticate(*, raw_key: str | None) -> AuthResult:
-    """Find the live key for `raw_key`, or say precisely why not (for logs; the
-    caller answers every failure with the same 401)."""
+def api_key_precheck(*, raw_key: str | None) -> AuthFailure | None:
+    """Why `raw_key` cannot be a key, from its shape and checksum alone: no database, so
+    garbage costs nothing (and never reaches a cache of answers)."""
     if not raw_key:
-        return AuthResult(None, AuthFailure.MISSING)
+        return AuthFailure.MISSING
     if not keys.is_well_formed(raw_key):
-        return AuthResult(None, AuthFailure.MALFORMED)
+        return AuthFailure.MALFORMED
     if not keys.has_valid_checksum(raw_key):
-        return AuthResult(None, AuthFailure.BAD_CHECKSUM)
+        return AuthFailure.BAD_CHECKSUM
+    return None
+
+
+def api_key_authenticate(*, raw_key: str | None) -> AuthResult:
+    """The one way from an API key to its organization (`result.api_key.organization`,
+    loaded with it): the gateway, /cache/* and the analytics API all come here. Finds
+    the live key for `raw_key`, or says precisely why not (for logs; callers answer
+    every failure with the same 401)."""
+    failure = api_key_precheck(raw_key=raw_key)
+    if failure is not None:
+        return AuthResult(None, failure)
     api_key = (
         ApiKey.objects.select_related("organization")
         .filter(prefix=keys.lookup_prefix(raw_key))

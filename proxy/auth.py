@@ -15,7 +15,7 @@ from cognitude.db import run_in_db_thread
 from organizations import keys
 from organizations.crypto import CredentialDecryptionError
 from organizations.selectors import provider_api_key, provider_for_org
-from organizations.services import AuthFailure, api_key_authenticate
+from organizations.services import AuthFailure, api_key_authenticate, api_key_precheck
 
 logger = logging.getLogger("cognitude.proxy")
 
@@ -85,13 +85,11 @@ def _load(raw_key: str) -> Caller | AuthFailure:
 
 
 async def authenticate(raw_key: str | None) -> Caller | AuthFailure:
-    if not raw_key:
-        return AuthFailure.MISSING
-    # Shape and checksum first: garbage never reaches the cache dict or the database.
-    if not keys.is_well_formed(raw_key):
-        return AuthFailure.MALFORMED
-    if not keys.has_valid_checksum(raw_key):
-        return AuthFailure.BAD_CHECKSUM
+    """The caller for `raw_key`, through organizations' api_key_authenticate, remembered."""
+    # Shape and checksum first: garbage never reaches the remembered answers.
+    failure = api_key_precheck(raw_key=raw_key)
+    if failure is not None:
+        return failure
     now = time.monotonic()
     remembered = _remembered.get(raw_key)
     if remembered is not None and remembered[0] > now:
