@@ -16,11 +16,13 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from amqp.exceptions import MessageNacked
 from celery import Task
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.utils.module_loading import import_string
 from kombu import Connection
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -28,6 +30,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from analytics import metrics
 from analytics.spool import Batch, Spool, batch_new
 from cognitude.celery import app
+from pipeline.services import database_identity_get
 
 logger = logging.getLogger("cognitude.analytics")
 
@@ -95,7 +98,10 @@ class Publisher:
         try:
             task.apply_async((batch.events,), task_id=batch.id, connection=self._connection,
                              retry=False, timeout=self._timeout,
-                             confirm_timeout=self._timeout)
+                             confirm_timeout=self._timeout,
+                             # What the worker's logs and monitoring show for the
+                             # arguments: the events hold tenants' content.
+                             argsrepr=f"({len(batch.events)} {batch.kind} events)")
         except broker_errors as exc:
             self.close()
             raise BrokerUnavailable(str(exc)) from exc
@@ -113,8 +119,10 @@ class EventBuffer:
     them. `flush()` is the one place batches leave: published, or spooled."""
 
     def __init__(self, *, flush_seconds: float, retry_seconds: float, publisher: Publisher,
-                 spool: Spool) -> None:
+                 spool: Spool, database_identity: Callable[[], str]) -> None:
         self._events: deque[tuple[str, dict[str, Any]]] = deque()
+        self._database_identity = database_identity
+        self._identity_failed = False  # said once, not at every flush
         self._flush_seconds = flush_seconds
         self._retry_seconds = retry_seconds
         self._publisher = publisher
@@ -156,6 +164,8 @@ class EventBuffer:
         with self._lock:
             metrics.buffer_depth(len(self._events))
             batches = self._drain()
+            if self._spool.database is None:
+                self._identify()
             if time.monotonic() >= self._retry_at:
                 self._spool.adopt_orphans()
                 self._replay()
@@ -164,6 +174,21 @@ class EventBuffer:
             else:
                 self._publish(batches)
             metrics.spool_depth(self._spool.events)
+
+    def _identify(self) -> None:
+        """Learn which database this process writes to, once: the spool stamps its lines
+        with it and adopts only files of the same one. Here, in the flusher, so that no
+        request waits on it; tried again each flush while the database is unreachable."""
+        try:
+            self._spool.database = self._database_identity()
+        except DatabaseError:
+            if not self._identity_failed:
+                logger.warning("could not read the database identity; the spool adopts "
+                               "no other process's file until it can", exc_info=True)
+            self._identity_failed = True
+        finally:
+            # Unless the tasks run inline here, this thread has no other use for it.
+            connection.close()
 
     def _drain(self) -> list[Batch]:
         by_kind: dict[str, list[dict[str, Any]]] = {}
@@ -232,6 +257,7 @@ buffer = EventBuffer(
     retry_seconds=settings.COGNITUDE_SPOOL_RETRY_SECONDS,
     publisher=Publisher(timeout=settings.COGNITUDE_PUBLISH_TIMEOUT),
     spool=Spool(settings.COGNITUDE_SPOOL_DIR),
+    database_identity=database_identity_get,
 )
 
 

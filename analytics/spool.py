@@ -9,6 +9,17 @@ adopts it (a web process that died with batches spooled loses none of them).
 Replay removes a batch from the file only after the broker has confirmed it. A crash
 between the two replays that batch again; the tasks are idempotent, so a row still
 lands once.
+
+A spool belongs to one deployment: its events name organizations by id, and another
+database's organization with the same id is somebody else. Each line carries the
+identity of the database its process was writing to (pipeline.services, a random id
+made once in that database), and a process adopts only files of its own database; it
+leaves any other where it is, for a process of that deployment. A random id in the
+database, rather than its address, because two deployments' databases can have the
+same address (every docker-compose default) and one database can change address (a
+restored dump, a failover, a move to a managed service) and stay the same deployment.
+Lines without an identity (written by an older version, or before the process could
+reach its database) are replayed by whoever adopts them.
 """
 
 import fcntl
@@ -35,9 +46,12 @@ class Batch:
     id: str
     kind: str
     events: list[dict[str, Any]]
+    # The identity of the database the spooling process wrote to, if it knew it.
+    database: str | None = None
 
-    def line(self) -> bytes:
-        return orjson.dumps({"id": self.id, "kind": self.kind, "events": self.events}) + b"\n"
+    def line(self, database: str | None) -> bytes:
+        return orjson.dumps({"id": self.id, "kind": self.kind, "database": database,
+                             "events": self.events}) + b"\n"
 
 
 def batch_new(kind: str, events: list[dict[str, Any]]) -> Batch:
@@ -54,11 +68,23 @@ def _batches_in(lines: Iterable[bytes], path: Path) -> Iterator[Batch]:
     for line in lines:
         try:
             data = orjson.loads(line)
-            yield Batch(data["id"], data["kind"], data["events"])
+            yield Batch(data["id"], data["kind"], data["events"], data.get("database"))
         except (orjson.JSONDecodeError, KeyError, TypeError):
             # Only a torn last line can be bad: the process died inside write(), before
             # fsync returned, so that batch was never taken from memory as safe.
             logger.warning("skipping an unreadable line in the spool %s", path)
+
+
+def _database_of(file: BinaryIO, path: Path) -> str | None:
+    """The database identity a spool file's lines carry (one process wrote them, so
+    one at most); None if none does. Leaves the file at its start."""
+    try:
+        for batch in _batches_in(file, path):
+            if batch.database is not None:
+                return batch.database
+        return None
+    finally:
+        file.seek(0)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -80,6 +106,10 @@ class Spool:
         self._file: BinaryIO | None = None  # open (and locked) while the file exists
         self._batches = 0
         self.events = 0  # events waiting in the file (the spool depth metric)
+        # This process's database identity, once known; written into every line, and
+        # until it is known no orphan is adopted.
+        self.database: str | None = None
+        self._refused: set[Path] = set()  # other deployments' files, said once
 
     def __len__(self) -> int:
         return self._batches
@@ -94,7 +124,7 @@ class Spool:
             return
         if self._file is None:
             self._file = self._create()
-        self._file.write(b"".join(b.line() for b in batches))
+        self._file.write(b"".join(b.line(self.database) for b in batches))
         self._file.flush()
         os.fsync(self._file.fileno())
         self._batches += len(batches)
@@ -121,12 +151,13 @@ class Spool:
                 self._keep_from(offset)
 
     def adopt_orphans(self) -> None:
-        """Move the batches of dead processes' spool files into this one."""
-        if not self._dir.is_dir():
+        """Move the batches of dead processes' spool files of this database into this
+        one."""
+        if self.database is None or not self._dir.is_dir():
             return
         for path in list(self._dir.glob("*.jsonl")):
-            if self._file is not None and path == self.path:
-                continue  # our own
+            if (self._file is not None and path == self.path) or path in self._refused:
+                continue  # our own, or another deployment's
             self._adopt(path)
 
     def _adopt(self, path: Path) -> None:
@@ -141,6 +172,13 @@ class Spool:
                 return  # its owner is alive and replays it itself
             if os.fstat(orphan.fileno()).st_nlink == 0:
                 return  # adopted by another process between our open and lock
+            database = _database_of(orphan, path)
+            if database not in (None, self.database):
+                self._refused.add(path)
+                logger.error("not replaying the spool %s: it holds events of another "
+                             "database (%s; this one is %s); left for that deployment",
+                             path, database, self.database)
+                return
             if path == self.path:
                 # A dead process with our pid (a restarted container) left it: move it
                 # aside, still locked, so that our own file can have the name.

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "organizations",
     "caching",
     "analytics",
+    "pipeline",
     "proxy",
     "fakeupstream",
     "dashboard",

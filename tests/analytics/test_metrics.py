@@ -19,11 +19,14 @@ STORE = "analytics.tasks.request_logs_store"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(url: str) -> Samples:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-        text = response.read().decode()
+def samples_of(text: str) -> Samples:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def scrape(url: str) -> Samples:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        return samples_of(response.read().decode())
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

@@ -2,25 +2,33 @@
 becomes exactly one RequestLog row through broker outages, worker crashes, a database
 that refuses connections, duplicate deliveries and shutdowns."""
 
+import os
+import subprocess
+import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
+import orjson
 import psycopg
 import pytest
 from django.utils import timezone
+from kombu import Connection
 
 from analytics.models import RequestLog
 from analytics.spool import Batch, Spool, batch_new, batches_read
 from analytics.tasks import request_logs_prune
+from caching.models import CacheEntry
 from cognitude.celery import app
 from fakeupstream.testing import free_port
 from tests import live
 from tests.analytics.test_metrics import scrape, value
 from tests.conftest import TEST_REDIS_URL
 from tests.live import HOST, Gateway, start_gateway
-from tests.proxy.helpers import ask, client_for
+from tests.proxy.helpers import ask, client_for, wait_for_entries
 from tests.workers import (
     CeleryProcess,
     broker_start,
@@ -192,6 +200,72 @@ def test_it_loses_nothing_while_postgresql_refuses_the_worker(live_world, vhost,
     assert RequestLog.objects.filter(organization=live_world.a.org).count() == 7
 
 
+def post_chat(gateway: Gateway, raw_key: str, body: dict) -> httpx.Response:
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", content=orjson.dumps(body),
+                          headers={"Authorization": f"Bearer {raw_key}"}, timeout=5)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_it_keeps_a_batch_whole_when_one_tenant_sends_a_nul(
+        live_world, vhost, worker, tmp_path, redis_client):
+    secret = f"tenant-secret-{uuid.uuid4().hex[:8]}"
+    nul_content = {"model": "gpt-4o-mini",
+                   "messages": [{"role": "user", "content": f"{secret}\u0000 erase them"}]}
+    nul_model = {"model": "gpt-4o-mini\u0000x",
+                 "messages": [{"role": "user", "content": f"{secret} by name"}]}
+    # Flushed once, at shutdown: every event below travels in one batch of its kind.
+    gateway = pipeline_gateway(vhost.url, tmp_path / "first", COGNITUDE_EVENT_FLUSH_SECONDS="60")
+    try:
+        innocent = client_for(gateway.url, live_world.b.raw_key)
+        ids = [send(innocent, f"innocent {i}") for i in range(15)]
+        answer = post_chat(gateway, live_world.a.raw_key, nul_content)
+        named = post_chat(gateway, live_world.a.raw_key, nul_model)
+        ids += [send(innocent, f"innocent {i}") for i in range(15, 30)]
+    finally:
+        gateway.stop()
+    attacker_ids = [answer.headers["x-request-id"], named.headers["x-request-id"]]
+    wait_for_rows(ids + attacker_ids, timeout=15)
+    assert len(wait_for_entries(live_world.b.org, 30, timeout=10)) == 30
+    assert len(wait_for_entries(live_world.a.org, 2, timeout=10)) == 2
+    assert (RequestLog.objects.get(request_id=attacker_ids[1]).model_requested
+            == "gpt-4o-mini\ufffdx")
+    assert CacheEntry.objects.filter(organization=live_world.a.org,
+                                     model="gpt-4o-mini\ufffdx").exists()
+    assert secret not in "".join(worker.log)
+
+    # From the cold tier, the answer is the upstream's bytes, NUL and all.
+    redis_client.flushdb()
+    again = pipeline_gateway(vhost.url, tmp_path / "again")
+    try:
+        hit = post_chat(again, live_world.a.raw_key, nul_content)
+    finally:
+        again.stop()
+    assert hit.headers["x-cognitude-cache-tier"] == "postgres"
+    assert hit.content == answer.content
+    assert b"\\u0000" in hit.content
+
+
+def test_it_keeps_event_contents_out_of_what_the_worker_logs_of_a_task(
+        live_world, vhost, tmp_path):
+    secret = f"tenant-secret-{uuid.uuid4().hex[:8]}"
+    gateway = pipeline_gateway(vhost.url, tmp_path)  # no worker: the batches stay queued
+    try:
+        send(client_for(gateway.url, live_world.a.raw_key), secret)
+    finally:
+        gateway.stop()
+    with Connection(vhost.url) as connection:
+        channel = connection.default_channel
+        messages = [channel.basic_get(queue="celery", no_ack=True) for _ in range(2)]
+    by_task = {m.headers["task"]: m for m in messages if m is not None}
+    assert set(by_task) == {STORE, "caching.tasks.cache_entries_store"}
+    entries = by_task["caching.tasks.cache_entries_store"]
+    assert secret.encode() in entries.body  # the task gets the events...
+    # ...and the worker's logs, events and monitoring show only this for its arguments.
+    assert entries.headers["argsrepr"] == "(1 cache_entry events)"
+    assert by_task[STORE].headers["argsrepr"] == "(1 request_log events)"
+
+
 def spool_requests(world, spool_dir: Path, count: int) -> tuple[list[str], Batch]:
     """Requests through a gateway whose broker never answers, stopped (SIGTERM) after
     them: their events stay in its spool file. Returns their ids and their batch."""
@@ -226,6 +300,75 @@ def test_it_hands_a_dead_processs_spool_to_the_next_process(
         heir.stop()
     assert not spooled(tmp_path)
     assert RequestLog.objects.filter(organization=live_world.a.org).count() == 5
+
+
+@dataclass
+class Deployment:
+    """Another deployment's database: migrated from nothing, so with an identity of its
+    own, and an organization of its own."""
+
+    url: str
+    raw_key: str
+
+    def records(self) -> int:
+        with psycopg.connect(self.url) as connection:
+            return connection.execute("SELECT count(*) FROM analytics_requestlog").fetchone()[0]
+
+
+@pytest.fixture
+def other_deployment(live_world, fake_upstream):
+    name = f"{live.test_database_url().rpartition('/')[2]}_other_{uuid.uuid4().hex[:8]}"
+    admin = live.test_database_url().rpartition("/")[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = live.test_database_url().rpartition("/")[0] + f"/{name}"
+    env = {**os.environ, "DATABASE_URL": url, "COGNITUDE_ALLOW_PRIVATE_UPSTREAMS": "true"}
+    try:
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=live.PROJECT_DIR,
+                       env=env, check=True, timeout=120)
+        # Its organization has the id that org A has here: somebody else all the same.
+        made = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c",
+             "from organizations.models import Organization\n"
+             "from organizations.services import api_key_create, provider_credential_set\n"
+             f"org = Organization.objects.create(pk={live_world.a.org.pk}, name='Other', "
+             "slug='other')\n"
+             "provider_credential_set(organization=org, kind='openai', "
+             f"base_url='{fake_upstream.api_base}', api_key='sk-other')\n"
+             "print(api_key_create(organization=org, name='k').raw_key)"],
+            cwd=live.PROJECT_DIR, env=env, check=True, timeout=60, capture_output=True,
+            text=True)
+        yield Deployment(url, made.stdout.split()[-1])
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_it_replays_a_spool_only_into_the_database_it_was_written_for(
+        live_world, other_deployment, vhost, worker, tmp_path):
+    ids, _ = spool_requests(live_world, tmp_path, 3)
+    (orphan,) = tmp_path.glob("*.jsonl")
+    content = orphan.read_bytes()
+    # A process of the other deployment given this spool directory (a shared volume, a
+    # copied disk): tasks inline, into its own database.
+    stranger = pipeline_gateway("", tmp_path, DATABASE_URL=other_deployment.url)
+    try:
+        send(client_for(stranger.url, other_deployment.raw_key), "the stranger's own")
+        wait_until(lambda: other_deployment.records() == 1, timeout=10,
+                   what="the stranger's own record")
+        time.sleep(0.5)  # ten flushes, each of which would have adopted the orphan
+    finally:
+        stranger.stop()
+    assert other_deployment.records() == 1
+    assert orphan.read_bytes() == content
+
+    heir = pipeline_gateway(vhost.url, tmp_path)  # this deployment's: it replays them
+    try:
+        ids.append(send(client_for(heir.url, live_world.a.raw_key), "the heir's own"))
+        wait_for_rows(ids, timeout=15)
+    finally:
+        heir.stop()
+    assert not spooled(tmp_path)
 
 
 @pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")  # this process
@@ -300,21 +443,64 @@ def test_it_keeps_what_a_failed_replay_did_not_publish(tmp_path):
     assert not spool.path.exists() and spool.events == 0
 
 
+THIS_DATABASE = "a" * 32
+
+
+def spool_in(directory: Path) -> Spool:
+    """A spool whose process knows its database's identity (its flusher has read it)."""
+    spool = Spool(directory)
+    spool.database = THIS_DATABASE
+    return spool
+
+
 def test_it_adopts_a_dead_processs_spool_without_its_torn_last_line(tmp_path):
     whole = batch_new("request_log", [{"n": 1}])
-    (tmp_path / "otherhost-7.jsonl").write_bytes(whole.line() + whole.line()[:20])
-    spool = Spool(tmp_path)
+    line = whole.line(THIS_DATABASE)
+    (tmp_path / "otherhost-7.jsonl").write_bytes(line + line[:20])
+    spool = spool_in(tmp_path)
     spool.adopt_orphans()
     assert [b.id for b in batches_read(spool.path)] == [whole.id]
     assert list(tmp_path.glob("*.jsonl")) == [spool.path]
 
 
 def test_it_adopts_a_spool_left_under_its_own_name_by_a_dead_process(tmp_path):
-    spool = Spool(tmp_path)
+    spool = spool_in(tmp_path)
     left = batch_new("request_log", [{"n": 1}])
     # A restarted container's process often gets the pid its predecessor had.
-    spool.path.write_bytes(left.line())
+    spool.path.write_bytes(left.line(THIS_DATABASE))
     spool.adopt_orphans()
     assert [b.id for b in batches_read(spool.path)] == [left.id]
     assert len(spool) == 1 and spool.events == 1
     assert list(tmp_path.glob("*.jsonl")) == [spool.path]
+
+
+def test_it_leaves_another_databases_spool_where_it_is(tmp_path, caplog):
+    theirs = tmp_path / "otherhost-8.jsonl"
+    content = batch_new("request_log", [{"n": 1}]).line("b" * 32)
+    theirs.write_bytes(content)
+    spool = spool_in(tmp_path)
+
+    spool.adopt_orphans()
+    spool.adopt_orphans()
+
+    assert theirs.read_bytes() == content
+    assert not spool.path.exists() and len(spool) == 0
+    assert caplog.text.count("holds events of another database") == 1
+
+
+def test_it_adopts_nothing_before_it_knows_its_database(tmp_path):
+    orphan = tmp_path / "otherhost-9.jsonl"
+    orphan.write_bytes(batch_new("request_log", [{"n": 1}]).line(THIS_DATABASE))
+    Spool(tmp_path).adopt_orphans()
+    assert orphan.exists()
+
+
+def test_it_adopts_a_spool_written_before_databases_had_an_identity(tmp_path):
+    # A line as the previous version wrote it: a rolling deploy must not strand it.
+    old = orjson.dumps({"id": uuid.uuid4().hex, "kind": "request_log",
+                        "events": [{"n": 1}]}) + b"\n"
+    (tmp_path / "otherhost-10.jsonl").write_bytes(old)
+    spool = spool_in(tmp_path)
+    spool.adopt_orphans()
+    (adopted,) = batches_read(spool.path)
+    assert adopted.events == [{"n": 1}] and adopted.database == THIS_DATABASE
