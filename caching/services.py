@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, F, Subquery
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -24,7 +24,7 @@ from analytics.selectors import HIT_OUTCOMES
 from caching.hot import HotStats, hot_tier
 from caching.models import CacheEntry
 from caching.payload import CachedResponse, CorruptEntry, pack, unpack
-from cognitude.db import run_in_db_thread
+from cognitude.db import fetch_one, run_in_db_thread
 from organizations.models import Organization
 
 logger = logging.getLogger("cognitude.caching")
@@ -49,10 +49,8 @@ _COLD_GET = (
 )
 
 
-def _cold_get(org_id: int, key_hash: str) -> bytes | None:
-    with connection.cursor() as cursor:
-        cursor.execute(_COLD_GET, [org_id, key_hash, timezone.now()])
-        row = cursor.fetchone()
+async def _cold_get(org_id: int, key_hash: str) -> bytes | None:
+    row = await fetch_one(_COLD_GET, [org_id, key_hash, timezone.now()])
     return bytes(row[0]) if row is not None else None
 
 
@@ -81,7 +79,7 @@ async def _cold_lookup(*, org_id: int, key_hash: str, ttl: int,
                        unlock: str = "") -> CacheHit | None:
     """The PostgreSQL tier's answer, promoted to the hot tier (releasing `unlock`)."""
     try:
-        raw = await run_in_db_thread(_cold_get, org_id, key_hash)
+        raw = await _cold_get(org_id, key_hash)
     except Exception:
         logger.exception("cold tier lookup failed")
         return None

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from caching.keys import request_hash
 from caching.services import cache_lookup, coalescer
-from cognitude.db import db_threads_stop
+from cognitude.db import db_threads_stop, loop_connections_close
 from organizations.services import AuthFailure
 from proxy.auth import authenticate
 from proxy.http import BodyTooLarge, new_request_id, read_body, respond, respond_error
@@ -148,6 +148,7 @@ async def lifespan(receive, send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await close_sessions()
             await hot_tier().close()
+            await loop_connections_close()
             await asyncio.get_running_loop().run_in_executor(None, buffer.flush)
             db_threads_stop()
             await send({"type": "lifespan.shutdown.complete"})
