@@ -14,7 +14,8 @@ from analytics.models import RequestLog
 # Retried only while the database is unreachable: an event it refuses is set aside by
 # the service, and anything else would fail the same way forever.
 @shared_task(autoretry_for=(OperationalError, InterfaceError), retry_backoff=True,
-             retry_backoff_max=60, max_retries=None)
+             retry_backoff_max=settings.COGNITUDE_TASK_RETRY_MAX_SECONDS,
+             max_retries=None)
 def request_logs_store(events: list[dict]) -> int:
     return services.request_logs_store(events=events)
 

@@ -6,6 +6,7 @@ DATABASE_URL, REDIS_URL and CELERY_BROKER_URL switches to the real services.
 """
 
 import secrets
+import ssl
 import warnings
 from pathlib import Path
 
@@ -153,6 +154,39 @@ CELERY_TASK_SERIALIZER = "orjson"  # registered in cognitude/celery.py
 CELERY_ACCEPT_CONTENT = ["orjson", "json"]
 CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True  # after a drop: reconnect, for as long as it takes
+# A task running when the broker drops finishes and writes its batch; its
+# acknowledgement is lost with the connection, so the broker hands the message out again
+# (RabbitMQ at once, Redis after the visibility timeout) and the idempotent task stores
+# nothing twice. Cancelling it instead would throw away work that succeeded.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# The longest a batch task waits between retries while the database is down. The worker
+# holds the retry unacknowledged meanwhile, so with a Redis broker this must stay well
+# under the visibility timeout below, or Redis hands out a second copy of it each time.
+COGNITUDE_TASK_RETRY_MAX_SECONDS = 10
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Survives the broker dropping (cognitude/celery.py says how).
+    CELERY_BROKER_TRANSPORT = "cognitude.celery:RedisTransport"
+    if CELERY_BROKER_URL.startswith("rediss://"):
+        # What kombu does for a rediss:// URL, which it no longer sees once the transport
+        # is named: TLS, here verifying the server's certificate.
+        CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Redis has no consumer acknowledgements: a message a worker took stays in an
+        # "unacked" hash until acknowledged, and goes back on the queue when it has been
+        # there this long (a worker died, or lost its connection, holding it). 30 s: a
+        # batch task takes a few seconds at most (2,000 events; waiting behind the
+        # prefetched ones; a retry held COGNITUDE_TASK_RETRY_MAX_SECONDS), so only a lost
+        # batch waits this long; the sweep below finds it within 5 s more: another
+        # worker has it within a minute (tests/pipeline/test_brokers.py). A task
+        # outliving it is delivered twice, which the idempotent tasks make harmless.
+        "visibility_timeout": 30,
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,  # kombu scans on every 10th sweep by default
+        # A hung broker (not a dead one) must not hold a worker's acknowledgement forever.
+        "socket_timeout": 5,
+        "socket_connect_timeout": 5,
+    }
 if CELERY_BROKER_URL and REDIS_URL and CELERY_BROKER_URL.rstrip("/") == REDIS_URL.rstrip("/"):
     raise ImproperlyConfigured(
         "CELERY_BROKER_URL must not be the hot-tier REDIS_URL: that Redis evicts keys (LRU)"

@@ -1,6 +1,6 @@
-"""Real processes for pipeline tests: Celery worker and beat, a RabbitMQ vhost of the
-test's own, and a TCP proxy a test can cut or freeze (PostgreSQL refusing a worker, a
-hung broker)."""
+"""Real processes for pipeline tests: Celery worker and beat, a RabbitMQ vhost or a
+Redis broker of the test's own, and a TCP proxy a test can cut or freeze (PostgreSQL
+refusing a worker, a hung broker)."""
 
 import os
 import select
@@ -11,9 +11,17 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.live import HOST, PROJECT_DIR, stop_process, test_database_url
+from tests.live import (
+    HOST,
+    PROJECT_DIR,
+    RedisServer,
+    start_redis,
+    stop_process,
+    test_database_url,
+)
 
 TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -47,6 +55,13 @@ class Vhost:
     def delete(self) -> None:
         _rabbitmqctl("delete_vhost", self.name)
 
+    def stop(self) -> None:
+        """The whole RabbitMQ (every vhost): only the broker tests may call it."""
+        broker_stop()
+
+    def start(self) -> None:
+        broker_start()
+
 
 def vhost_create() -> Vhost:
     parts = urlsplit(TEST_BROKER_URL)
@@ -54,6 +69,34 @@ def vhost_create() -> Vhost:
     _rabbitmqctl("add_vhost", name)
     _rabbitmqctl("set_permissions", "-p", name, parts.username or "guest", ".*", ".*", ".*")
     return Vhost(name, urlunsplit((parts.scheme, parts.netloc, "/" + name, "", "")))
+
+
+@dataclass
+class RedisBroker:
+    """A Redis broker of the test's own, set up as the README says (noeviction, an
+    fsync'd append-only file), so that a test may kill it and start it again."""
+
+    directory: Path
+    server: RedisServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def stop(self) -> None:
+        """SIGKILL: what it acknowledged is on disk already."""
+        self.server.stop()
+
+    def start(self) -> None:
+        self.server = start_redis(self.server.port, broker_dir=self.directory)
+
+    def delete(self) -> None:
+        self.server.stop()
+
+
+def redis_broker_create(directory: Path) -> RedisBroker:
+    directory.mkdir(parents=True, exist_ok=True)
+    return RedisBroker(directory, start_redis(broker_dir=directory))
 
 
 def broker_stop() -> None:
@@ -104,12 +147,16 @@ def start_celery(args: list[str], env: dict[str, str], *, ready: str,
     return started
 
 
-def start_worker(broker_url: str, env: dict[str, str] | None = None) -> CeleryProcess:
-    """A worker as operators run it, with the solo pool so that a task runs in the
-    process a test may SIGKILL."""
+def start_worker(broker_url: str, env: dict[str, str] | None = None, *,
+                 as_deployed: bool = False) -> CeleryProcess:
+    """A worker with the solo pool, so that a task runs in the process a test may
+    SIGKILL; `as_deployed`: the command line of docker-compose.yml instead (prefork,
+    gossip, mingle and heartbeats: everything that talks to the broker)."""
+    name = ["-n", f"test-{uuid.uuid4().hex[:8]}@%h"]
+    options = ["--concurrency", "2"] if as_deployed else [
+        "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     return start_celery(
-        ["worker", "-P", "solo", "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        ["worker", *name, *options],
         {**os.environ, "DATABASE_URL": test_database_url(), "CELERY_BROKER_URL": broker_url,
          "REDIS_URL": "", **(env or {})},
         ready=" ready.",

@@ -1,0 +1,150 @@
+"""The event pipeline on each broker the README offers (RabbitMQ, a Redis that never
+evicts): the worker rides out a broker outage and every record lands once; a batch
+whose worker died mid-flight is delivered again within a minute."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from analytics.models import RequestLog
+from tests import live
+from tests.analytics.test_pipeline import pipeline_gateway, send, wait_for_rows
+from tests.proxy.helpers import client_for
+from tests.workers import (
+    CeleryProcess,
+    redis_broker_create,
+    start_worker,
+    vhost_create,
+    wait_until,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+OUTAGE_SECONDS = 10
+# What an operator is promised for a batch a worker took and lost (the worker died, or
+# its connection to the broker did): delivered again, to a worker, within a minute.
+REDELIVERY_SECONDS = 60
+
+
+@pytest.fixture(params=["rabbitmq", "redis"])
+def broker(request, tmp_path):
+    created = vhost_create() if request.param == "rabbitmq" else redis_broker_create(
+        tmp_path / "broker")
+    yield created
+    created.delete()
+
+
+@pytest.fixture
+def redis_broker(tmp_path):
+    created = redis_broker_create(tmp_path / "broker")
+    yield created
+    created.delete()
+
+
+class Traffic:
+    """Requests from a thread, one every `interval` s, until stopped: the ids of those
+    answered, and what went wrong with any that was not (each must succeed in normal
+    time, broker or no broker)."""
+
+    def __init__(self, client, *, interval: float = 0.05) -> None:
+        self.ids: list[str] = []
+        self.failures: list[str] = []
+        self._client = client
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            try:
+                self.ids.append(send(self._client, f"traffic {n} {time.monotonic_ns()}"))
+            except Exception as exc:  # an assertion too: reported by the test
+                self.failures.append(f"request {n}: {exc!r}")
+            n += 1
+            self._stop.wait(self._interval)
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return self.ids
+
+
+def insert_waiting() -> list[tuple[int]]:
+    """The backends whose INSERT of request records waits on a lock (asked on a
+    connection of its own: pg_stat_activity is a snapshot within a transaction)."""
+    with psycopg.connect(live.test_database_url(), autocommit=True) as watcher:
+        return watcher.execute(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE 'INSERT INTO \"analytics_requestlog\"%'").fetchall()
+
+
+def alive(worker: CeleryProcess) -> bool:
+    return worker.process.poll() is None
+
+
+def test_it_lands_every_record_once_through_a_broker_outage(live_world, broker, tmp_path):
+    worker = start_worker(broker.url, as_deployed=True)
+    gateway = pipeline_gateway(broker.url, tmp_path / "spool")
+    traffic = Traffic(client_for(gateway.url, live_world.a.raw_key))
+    blocker = psycopg.connect(live.test_database_url())
+    try:
+        wait_until(lambda: len(traffic.ids) >= 10, timeout=10, what="traffic")
+        wait_for_rows(list(traffic.ids), timeout=10)
+        # A batch mid-flight when the broker goes: the worker finishes it during the
+        # outage, and cannot acknowledge it.
+        blocker.execute("LOCK TABLE analytics_requestlog IN SHARE ROW EXCLUSIVE MODE")
+        wait_until(insert_waiting, timeout=10,
+                   what="the worker's INSERT to wait on the lock")
+        broker.stop()
+        try:
+            blocker.commit()
+            time.sleep(OUTAGE_SECONDS)
+        finally:
+            broker.start()
+        time.sleep(2)  # traffic goes on as the broker comes back
+        ids = traffic.stop()
+        assert alive(worker), "".join(worker.log[-60:])
+        wait_for_rows(ids, timeout=REDELIVERY_SECONDS)
+        assert alive(worker), "".join(worker.log[-60:])
+    finally:
+        blocker.close()
+        traffic.stop()
+        gateway.stop()
+        worker.kill()
+    assert not traffic.failures, traffic.failures[:5]
+    rows = RequestLog.objects.filter(organization=live_world.a.org)
+    assert sorted(rows.values_list("request_id", flat=True)) == sorted(ids)
+
+
+def test_it_redelivers_within_a_minute_a_batch_whose_worker_was_killed(
+        live_world, redis_broker, tmp_path):
+    first = start_worker(redis_broker.url)
+    gateway = pipeline_gateway(redis_broker.url, tmp_path / "spool")
+    # The test holds a lock that makes the worker's INSERT wait: the batch is mid-flight.
+    blocker = psycopg.connect(live.test_database_url())
+    second = None
+    try:
+        blocker.execute("LOCK TABLE analytics_requestlog IN SHARE ROW EXCLUSIVE MODE")
+        client = client_for(gateway.url, live_world.a.raw_key)
+        ids = [send(client, f"in flight {i}") for i in range(3)]
+        waiting = wait_until(insert_waiting, timeout=10,
+                             what="the worker's INSERT to wait on the lock")
+        first.kill()  # SIGKILL: no warm shutdown hands the batch back
+        killed_at = time.monotonic()
+        # The killed worker's half-done INSERT must not be what lands the rows.
+        for (pid,) in waiting:
+            blocker.execute("SELECT pg_terminate_backend(%s)", [pid])
+        blocker.commit()
+        second = start_worker(redis_broker.url)
+        wait_for_rows(ids, timeout=REDELIVERY_SECONDS - (time.monotonic() - killed_at))
+    finally:
+        blocker.close()
+        gateway.stop()
+        first.kill()
+        if second is not None:
+            second.kill()
+    assert RequestLog.objects.filter(organization=live_world.a.org).count() == 3
