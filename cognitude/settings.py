@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "caching",
     "analytics",
     "pipeline",
+    "routing",
     "proxy",
     "fakeupstream",
     "dashboard",
