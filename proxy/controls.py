@@ -32,6 +32,9 @@ def parse_cache_controls(cache_control: str, namespace: str) -> CacheControls | 
         elif name == "no-store":
             no_store = True
         elif name in ("max-age", "s-maxage"):
+            # RFC 9111 5.2: senders must not quote it, recipients should accept it quoted.
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
             # isascii: "²" is a digit to isdigit() but not to int().
             if not (value.isascii() and value.isdigit()) or int(value) == 0:
                 return "Cache-Control max-age must be a positive whole number of seconds"

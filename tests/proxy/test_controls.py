@@ -25,6 +25,8 @@ def test_it_asks_for_nothing_without_headers():
     ("private, must-revalidate", NO_CONTROLS),
     ("no-transform, no-cache", CacheControls(no_cache=True)),
     (",,no-cache,,", CacheControls(no_cache=True)),
+    # RFC 9111 5.2: a quoted max-age is accepted.
+    ('max-age="60"', CacheControls(max_age=60)),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_it_reads_the_directives(header, expected):
     assert parse_cache_controls(header, "") == expected
@@ -38,7 +40,8 @@ def test_it_caps_a_huge_max_age_at_two_to_the_thirty_first():
 
 @pytest.mark.parametrize("header", [
     "max-age=soon", "max-age=0", "max-age=-5", "max-age=", "max-age", "max-age=1.5",
-    "max-age=1e3", "no-store, max-age=x", "s-maxage=0",
+    "max-age=1e3", "no-store, max-age=x", "s-maxage=0", 'max-age="', 'max-age=""',
+    'max-age="0"',
     "max-age=\u00b2",  # a digit to str.isdigit(), not to int()
     "max-age=\uff11\uff12",  # fullwidth digits, which int() would take
 ])
