@@ -228,12 +228,31 @@ COGNITUDE_SPOOL_RETRY_SECONDS = _env_value("COGNITUDE_SPOOL_RETRY_SECONDS", floa
 COGNITUDE_SPOOL_DIR = Path(_env_value("COGNITUDE_SPOOL_DIR", str, str(VAR_DIR / "spool")))
 COGNITUDE_REQUEST_LOG_RETENTION_DAYS = _env_value("COGNITUDE_REQUEST_LOG_RETENTION_DAYS",
                                                   int, 90)
+# Routes (routing/, proxy/attempts.py): a target is skipped for COOLDOWN seconds after
+# FAILURES consecutive failures, then probed by one request; a request starts no new
+# attempt (nor waits for one) past its time budget; RETRIES extra rounds over the
+# targets, BACKOFF seconds apart and doubling (with jitter, at least the Retry-After).
+COGNITUDE_BREAKER_FAILURES = _env_value("COGNITUDE_BREAKER_FAILURES", int, 5)
+COGNITUDE_BREAKER_COOLDOWN_SECONDS = _env_value("COGNITUDE_BREAKER_COOLDOWN_SECONDS", float, 30.0)
+COGNITUDE_ROUTE_TIME_BUDGET_SECONDS = _env_value("COGNITUDE_ROUTE_TIME_BUDGET_SECONDS",
+                                                 float, 30.0)
+COGNITUDE_ROUTE_RETRIES = _env_value("COGNITUDE_ROUTE_RETRIES", int, 0)
+COGNITUDE_ROUTE_BACKOFF_SECONDS = _env_value("COGNITUDE_ROUTE_BACKOFF_SECONDS", float, 0.25)
+# How long a Responses API answer's id is remembered with the provider that made it, so a
+# request continuing it (previous_response_id) goes back there; OpenAI keeps 30 days.
+COGNITUDE_RESPONSE_AFFINITY_SECONDS = _env_value("COGNITUDE_RESPONSE_AFFINITY_SECONDS", int,
+                                                 30 * 24 * 3600)
+if COGNITUDE_ROUTE_RETRIES < 0:
+    raise ImproperlyConfigured("COGNITUDE_ROUTE_RETRIES must be 0 or more")
 # Beat's record of last runs: in var/, not in whatever directory beat was started from.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPSTREAM_TIMEOUT",
               "COGNITUDE_REDIS_TIMEOUT", "COGNITUDE_COALESCE_TIMEOUT",
               "COGNITUDE_EVENT_FLUSH_SECONDS", "COGNITUDE_PUBLISH_TIMEOUT",
-              "COGNITUDE_SPOOL_RETRY_SECONDS", "COGNITUDE_REQUEST_LOG_RETENTION_DAYS"):
+              "COGNITUDE_SPOOL_RETRY_SECONDS", "COGNITUDE_REQUEST_LOG_RETENTION_DAYS",
+              "COGNITUDE_BREAKER_FAILURES", "COGNITUDE_BREAKER_COOLDOWN_SECONDS",
+              "COGNITUDE_ROUTE_TIME_BUDGET_SECONDS", "COGNITUDE_ROUTE_BACKOFF_SECONDS",
+              "COGNITUDE_RESPONSE_AFFINITY_SECONDS"):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be positive")
 
