@@ -9,6 +9,7 @@ import secrets
 import ssl
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from cryptography.fernet import Fernet
@@ -188,9 +189,19 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "socket_timeout": 5,
         "socket_connect_timeout": 5,
     }
-if CELERY_BROKER_URL and REDIS_URL and CELERY_BROKER_URL.rstrip("/") == REDIS_URL.rstrip("/"):
+
+
+def _redis_server(url: str) -> tuple[str | None, int | str]:
+    parts = urlsplit(url)
+    return ("unix", parts.path) if parts.scheme == "unix" else (parts.hostname, parts.port or 6379)
+
+
+# Another database number is the same server, and eviction is the server's policy.
+if (CELERY_BROKER_URL.startswith(("redis://", "rediss://")) and REDIS_URL
+        and _redis_server(CELERY_BROKER_URL) == _redis_server(REDIS_URL)):
     raise ImproperlyConfigured(
-        "CELERY_BROKER_URL must not be the hot-tier REDIS_URL: that Redis evicts keys (LRU)"
+        "CELERY_BROKER_URL must not be on the hot-tier Redis server (REDIS_URL): that "
+        "server evicts keys (LRU), and the broker's queued events with them"
     )
 
 # --- Cognitude ------------------------------------------------------------------------
