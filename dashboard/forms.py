@@ -1,6 +1,6 @@
 from django import forms
 
-from organizations.models import ProviderCredential
+from organizations.models import Provider
 
 EXPIRY_CHOICES = [("", "Never"), ("7", "In 7 days"), ("30", "In 30 days"),
                   ("90", "In 90 days"), ("365", "In a year")]
@@ -15,7 +15,7 @@ class ApiKeyCreateForm(forms.Form):
 
 
 class ProviderForm(forms.Form):
-    kind = forms.ChoiceField(choices=ProviderCredential.Kind.choices)
+    kind = forms.ChoiceField(choices=Provider.Kind.choices)
     base_url = forms.URLField(label="Base URL", assume_scheme="https", max_length=500,
                               help_text="e.g. https://api.openai.com/v1")
     api_key = forms.CharField(

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from organizations import services
-from organizations.models import ApiKey, Membership, Organization, ProviderCredential
+from organizations.models import ApiKey, Membership, Organization, Provider
 from organizations.urlcheck import validate_upstream_base_url
 
 
@@ -115,7 +115,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
 
 
-class ProviderCredentialForm(forms.ModelForm):
+class ProviderForm(forms.ModelForm):
     base_url = forms.URLField(assume_scheme="https", max_length=500)
     api_key = forms.CharField(
         required=False,
@@ -124,7 +124,7 @@ class ProviderCredentialForm(forms.ModelForm):
     )
 
     class Meta:
-        model = ProviderCredential
+        model = Provider
         fields = ["organization", "kind", "base_url"]
 
     def clean(self):
@@ -142,9 +142,9 @@ class ProviderCredentialForm(forms.ModelForm):
         return cleaned
 
 
-@admin.register(ProviderCredential)
-class ProviderCredentialAdmin(admin.ModelAdmin):
-    form = ProviderCredentialForm
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    form = ProviderForm
     list_display = ["organization", "kind", "base_url", "key_hint", "updated_at"]
     fields = ["organization", "kind", "base_url", "api_key", "key_hint"]
     readonly_fields = ["key_hint"]
@@ -155,10 +155,10 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
         return ["organization", "key_hint"] if obj else ["key_hint"]
 
     @admin.display(description="API key")
-    def key_hint(self, obj: ProviderCredential) -> str:
+    def key_hint(self, obj: Provider) -> str:
         return f"…{obj.api_key_last4}" if obj.pk else ""
 
-    def save_model(self, request, obj: ProviderCredential, form, change: bool) -> None:
+    def save_model(self, request, obj: Provider, form, change: bool) -> None:
         saved = services.provider_credential_set(
             organization=obj.organization,
             kind=obj.kind,

@@ -42,6 +42,12 @@ class Membership(models.Model):
 class ApiKey(models.Model):
     """An organization's API key. Only a SHA-256 of the raw key is stored."""
 
+    class Scope(models.TextChoices):
+        # /v1 and reading analytics: what an application needs.
+        PROXY = "proxy", "Proxy (gateway and analytics)"
+        # Also manages the organization (providers, routes, keys) through /api.
+        ADMIN = "admin", "Admin (also manages providers, routes and keys)"
+
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="api_keys"
     )
@@ -49,6 +55,7 @@ class ApiKey(models.Model):
     # Non-secret, shown in lists and used to find the row; the rest of the key is secret.
     prefix = models.CharField(max_length=16, unique=True)
     key_hash = models.CharField(max_length=64)
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.PROXY)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -64,21 +71,39 @@ class ApiKey(models.Model):
         return f"{self.prefix}… ({self.name or 'unnamed'})"
 
 
-class ProviderCredential(models.Model):
-    """An organization's upstream: where its misses go and with which key."""
+class Provider(models.Model):
+    """One upstream of an organization: where requests go and with which key. The
+    default provider receives every model that has no route of its own."""
 
     class Kind(models.TextChoices):
         OPENAI = "openai", "OpenAI or OpenAI-compatible"
+        AZURE = "azure", "Azure OpenAI"
+        ANTHROPIC = "anthropic", "Anthropic"
 
-    organization = models.OneToOneField(
-        Organization, on_delete=models.CASCADE, related_name="provider"
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="providers"
     )
+    # Routes and commands name a provider by this (`--target NAME:MODEL`).
+    name = models.CharField(max_length=64)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.OPENAI)
     base_url = models.URLField(max_length=500)
     # MultiFernet token of the provider's API key (COGNITUDE_ENCRYPTION_KEYS).
     api_key_encrypted = models.TextField()
     api_key_last4 = models.CharField(max_length=4, blank=True)
+    # Azure OpenAI's api-version query parameter; blank for the other kinds.
+    api_version = models.CharField(max_length=40, blank=True)
+    enabled = models.BooleanField(default=True)
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"],
+                                    name="provider_name_unique_per_org"),
+            models.UniqueConstraint(fields=["organization"], condition=models.Q(is_default=True),
+                                    name="one_default_provider_per_org"),
+        ]
+
     def __str__(self) -> str:
-        return f"{self.organization}: {self.kind} at {self.base_url}"
+        return f"{self.organization}: {self.name} ({self.kind} at {self.base_url})"

@@ -5,7 +5,7 @@ from django.db.models import F, QuerySet
 
 from organizations import crypto
 from organizations.errors import ApiKeyNotFound, OrganizationNotChosen, OrganizationNotFound
-from organizations.models import ApiKey, Organization, ProviderCredential
+from organizations.models import ApiKey, Organization, Provider
 
 
 def organizations_for_user(*, user: AbstractBaseUser) -> QuerySet[Organization]:
@@ -50,10 +50,12 @@ def api_key_get_for_org(*, organization: Organization, key_id: int) -> ApiKey:
         raise ApiKeyNotFound("No such API key") from None
 
 
-def provider_for_org(*, organization: Organization) -> ProviderCredential | None:
-    return ProviderCredential.objects.filter(organization=organization).first()
+def provider_for_org(*, organization: Organization) -> Provider | None:
+    """The organization's default provider, if it has one and it is enabled."""
+    return Provider.objects.filter(organization=organization, is_default=True,
+                                   enabled=True).first()
 
 
-def provider_api_key(*, credential: ProviderCredential) -> str:
+def provider_api_key(*, credential: Provider) -> str:
     """The plaintext provider key; raises CredentialDecryptionError with a wrong key."""
     return crypto.decrypt(credential.api_key_encrypted)

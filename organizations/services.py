@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from organizations import crypto, keys
-from organizations.models import ApiKey, Membership, Organization, ProviderCredential
+from organizations.models import ApiKey, Membership, Organization, Provider
 from organizations.urlcheck import validate_upstream_base_url
 
 # last_used_at is written at most this often per key, so hits do not write on every call.
@@ -138,34 +138,41 @@ def api_key_authenticate(*, raw_key: str | None) -> AuthResult:
 
 def provider_credential_set(
     *, organization: Organization, kind: str, base_url: str, api_key: str | None
-) -> ProviderCredential:
-    """Create or replace the organization's upstream; `api_key=None` keeps the stored key.
+) -> Provider:
+    """Create or replace the organization's default provider (named "default" when
+    created); `api_key=None` keeps the stored key.
 
-    Raises ValidationError on a bad kind or URL, or a new credential without a key.
+    Raises ValidationError on a bad kind or URL, or a new provider without a key.
     """
     validate_upstream_base_url(
         base_url, allow_private=settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS
     )
-    if kind not in ProviderCredential.Kind.values:
+    if kind not in Provider.Kind.values:
         raise ValidationError(f"Unknown provider kind {kind!r}")
     fields: dict[str, str] = {"kind": kind, "base_url": base_url.rstrip("/")}
     if api_key:
         fields["api_key_encrypted"] = crypto.encrypt(api_key)
         fields["api_key_last4"] = api_key[-4:]
-    elif not ProviderCredential.objects.filter(organization=organization).exists():
-        raise ValidationError("A new provider credential needs an API key")
-    credential, _ = ProviderCredential.objects.update_or_create(
-        organization=organization, defaults=fields
-    )
-    return credential
+    with transaction.atomic():
+        provider = (Provider.objects.select_for_update()
+                    .filter(organization=organization, is_default=True).first())
+        if provider is None:
+            if not api_key:
+                raise ValidationError("A new provider credential needs an API key")
+            return Provider.objects.create(organization=organization, name="default",
+                                           is_default=True, **fields)
+        for name, value in fields.items():
+            setattr(provider, name, value)
+        provider.save(update_fields=[*fields, "updated_at"])
+    return provider
 
 
 def provider_credentials_rotate() -> int:
     """Re-encrypt every provider key with the first configured key; returns the count."""
     count = 0
     with transaction.atomic():
-        for credential in ProviderCredential.objects.select_for_update():
-            credential.api_key_encrypted = crypto.rotate(credential.api_key_encrypted)
-            credential.save(update_fields=["api_key_encrypted"])
+        for provider in Provider.objects.select_for_update():
+            provider.api_key_encrypted = crypto.rotate(provider.api_key_encrypted)
+            provider.save(update_fields=["api_key_encrypted"])
             count += 1
     return count

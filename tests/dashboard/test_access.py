@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from caching.models import CacheEntry
-from organizations.models import ApiKey, ProviderCredential
+from organizations.models import ApiKey, Provider
 from tests.dashboard.helpers import PAGES, csrf_client, csrf_token, make_cache_entry, page_url
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +32,7 @@ ACTIONS = ["key-create", "key-revoke", "providers", "cache-clear"]
 
 def org_a_state(world) -> tuple:
     """Everything the actions could change about org A."""
-    credential = ProviderCredential.objects.get(organization=world.a.org)
+    credential = Provider.objects.get(organization=world.a.org)
     return (
         sorted(ApiKey.objects.filter(organization=world.a.org)
                .values_list("pk", "revoked_at")),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from organizations.models import ProviderCredential
+from organizations.models import Provider
 from organizations.selectors import provider_api_key
 from organizations.services import organization_create
 
@@ -20,7 +20,7 @@ def test_it_shows_the_provider_with_only_the_keys_last_four(world, client):
 
     assert world.a.provider_key not in html
     assert f"…{world.a.provider_key[-4:]}" in html
-    assert ProviderCredential.objects.get(organization=world.a.org).base_url in html
+    assert Provider.objects.get(organization=world.a.org).base_url in html
     assert 'type="password"' in html
 
 
@@ -32,7 +32,7 @@ def test_it_changes_the_url_and_keeps_the_key_when_left_empty(world, client):
                                         "api_key": ""})
 
     assert response.status_code == 302
-    credential = ProviderCredential.objects.get(organization=world.a.org)
+    credential = Provider.objects.get(organization=world.a.org)
     assert credential.base_url == "https://api.example.com/v1"
     assert provider_api_key(credential=credential) == world.a.provider_key
 
@@ -43,7 +43,7 @@ def test_it_replaces_the_key(world, client):
     client.post(url(world), {"kind": "openai", "base_url": "https://api.example.com/v1",
                              "api_key": "sk-brand-new-7788"})
 
-    credential = ProviderCredential.objects.get(organization=world.a.org)
+    credential = Provider.objects.get(organization=world.a.org)
     assert provider_api_key(credential=credential) == "sk-brand-new-7788"
     assert credential.api_key_last4 == "7788"
     html = client.get(url(world)).content.decode()
@@ -59,7 +59,7 @@ def test_it_replaces_the_key(world, client):
 def test_it_applies_the_same_url_checks_as_the_admin(world, client, settings, base_url,
                                                      message):
     settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = False
-    before = ProviderCredential.objects.get(organization=world.a.org).base_url
+    before = Provider.objects.get(organization=world.a.org).base_url
     client.force_login(world.alice)
 
     response = client.post(url(world), {"kind": "openai", "base_url": base_url,
@@ -67,7 +67,7 @@ def test_it_applies_the_same_url_checks_as_the_admin(world, client, settings, ba
 
     assert response.status_code == 400
     assert message in response.content.decode()
-    credential = ProviderCredential.objects.get(organization=world.a.org)
+    credential = Provider.objects.get(organization=world.a.org)
     assert credential.base_url == before
     assert provider_api_key(credential=credential) == world.a.provider_key
 
@@ -86,4 +86,4 @@ def test_it_needs_a_key_for_a_new_provider(world, client):
     assert "No provider yet" in page
     assert response.status_code == 400
     assert "A new provider needs an API key." in response.content.decode()
-    assert not ProviderCredential.objects.filter(organization=org).exists()
+    assert not Provider.objects.filter(organization=org).exists()

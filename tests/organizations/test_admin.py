@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from organizations import keys
-from organizations.models import ApiKey, ProviderCredential
+from organizations.models import ApiKey, Provider
 from organizations.selectors import provider_api_key
 from organizations.services import AuthFailure, api_key_authenticate, organization_create
 
@@ -37,7 +37,7 @@ def add_api_key(operator: Client, org, **fields) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("model", ["organization", "membership", "apikey",
-                                   "providercredential"])
+                                   "provider"])
 def test_it_lists_every_model(operator, world, model):
     response = operator.get(f"/admin/organizations/{model}/")
 
@@ -53,7 +53,7 @@ def test_it_lists_both_organizations_keys_by_prefix_only(operator, world):
 
 
 @pytest.mark.parametrize("model", ["organization", "membership", "apikey",
-                                   "providercredential"])
+                                   "provider"])
 def test_it_keeps_non_staff_out(world, client, model):
     client.force_login(world.bob)
 
@@ -65,7 +65,7 @@ def test_it_keeps_non_staff_out(world, client, model):
 
 def test_it_opens_the_add_forms(operator):
     assert operator.get("/admin/organizations/apikey/add/").status_code == 200
-    assert operator.get("/admin/organizations/providercredential/add/").status_code == 200
+    assert operator.get("/admin/organizations/provider/add/").status_code == 200
 
 
 def test_it_shows_a_new_api_key_exactly_once(operator, world):
@@ -153,19 +153,19 @@ def test_it_stores_a_provider_key_from_the_add_form_encrypted(operator, world, s
     settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = False
     org = organization_create(name="Org C")
 
-    response = operator.post("/admin/organizations/providercredential/add/", {
+    response = operator.post("/admin/organizations/provider/add/", {
         "organization": org.pk, "kind": "openai", "base_url": "https://8.8.8.8/v1/",
         "api_key": "sk-admin-added-secret-5678",
     })
 
     assert response.status_code == 302
-    credential = ProviderCredential.objects.get(organization=org)
+    credential = Provider.objects.get(organization=org)
     assert credential.base_url == "https://8.8.8.8/v1"
     assert "sk-admin-added-secret-5678" not in credential.api_key_encrypted
     assert provider_api_key(credential=credential) == "sk-admin-added-secret-5678"
 
-    for url in [f"/admin/organizations/providercredential/{credential.pk}/change/",
-                "/admin/organizations/providercredential/"]:
+    for url in [f"/admin/organizations/provider/{credential.pk}/change/",
+                "/admin/organizations/provider/"]:
         page = operator.get(url).content.decode()
         assert "…5678" in page, url
         assert "sk-admin-added-secret-5678" not in page, url
@@ -173,9 +173,9 @@ def test_it_stores_a_provider_key_from_the_add_form_encrypted(operator, world, s
 
 
 def test_it_keeps_the_provider_key_when_the_field_is_left_empty(operator, world):
-    credential = ProviderCredential.objects.get(organization=world.a.org)
+    credential = Provider.objects.get(organization=world.a.org)
 
-    response = operator.post(f"/admin/organizations/providercredential/{credential.pk}/change/", {
+    response = operator.post(f"/admin/organizations/provider/{credential.pk}/change/", {
         "organization": world.a.org.pk, "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
         "api_key": "",
     })
@@ -184,20 +184,20 @@ def test_it_keeps_the_provider_key_when_the_field_is_left_empty(operator, world)
     credential.refresh_from_db()
     assert credential.base_url == "http://127.0.0.1:9/v1"
     assert provider_api_key(credential=credential) == world.a.provider_key
-    assert ProviderCredential.objects.count() == 2
+    assert Provider.objects.count() == 2
 
 
 def test_it_requires_a_key_for_a_new_provider(operator, world):
     org = organization_create(name="Org C")
 
-    response = operator.post("/admin/organizations/providercredential/add/", {
+    response = operator.post("/admin/organizations/provider/add/", {
         "organization": org.pk, "kind": "openai", "base_url": "https://8.8.8.8/v1",
         "api_key": "",
     })
 
     assert response.status_code == 200
     assert "A new provider credential needs an API key." in response.content.decode()
-    assert not ProviderCredential.objects.filter(organization=org).exists()
+    assert not Provider.objects.filter(organization=org).exists()
 
 
 @pytest.mark.parametrize(("base_url", "error"), [
@@ -210,7 +210,7 @@ def test_it_refuses_a_private_base_url(operator, world, settings, base_url, erro
     settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = False
     org = organization_create(name="Org C")
 
-    response = operator.post("/admin/organizations/providercredential/add/", {
+    response = operator.post("/admin/organizations/provider/add/", {
         "organization": org.pk, "kind": "openai", "base_url": base_url,
         "api_key": "sk-org-c-secret-9999",
     })
@@ -218,14 +218,14 @@ def test_it_refuses_a_private_base_url(operator, world, settings, base_url, erro
     assert response.status_code == 200
     assert error in response.content.decode()
     assert "sk-org-c-secret-9999" not in response.content.decode()
-    assert not ProviderCredential.objects.filter(organization=org).exists()
+    assert not Provider.objects.filter(organization=org).exists()
 
 
 def test_it_edits_a_provider_without_moving_it_to_another_organization(operator, world):
     org = organization_create(name="Org C")
-    credential = ProviderCredential.objects.get(organization=world.a.org)
+    credential = Provider.objects.get(organization=world.a.org)
 
-    response = operator.post(f"/admin/organizations/providercredential/{credential.pk}/change/", {
+    response = operator.post(f"/admin/organizations/provider/{credential.pk}/change/", {
         "organization": org.pk, "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
         "api_key": "",
     })
@@ -235,4 +235,4 @@ def test_it_edits_a_provider_without_moving_it_to_another_organization(operator,
     assert credential.organization == world.a.org
     assert credential.base_url == "http://127.0.0.1:9/v1"
     assert provider_api_key(credential=credential) == world.a.provider_key
-    assert not ProviderCredential.objects.filter(organization=org).exists()
+    assert not Provider.objects.filter(organization=org).exists()

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from organizations import keys
-from organizations.models import ApiKey, Membership, Organization, ProviderCredential
+from organizations.models import ApiKey, Membership, Organization, Provider
 from organizations.selectors import provider_api_key
 from organizations.services import (
     AuthFailure,
@@ -94,14 +94,14 @@ def test_it_sets_then_replaces_the_provider():
 
     created = last_line(manage("set_provider", "--org", org.slug,
                                "--base-url", "https://8.8.8.8/v1/", "--api-key", "sk-first-1111"))
-    first = ProviderCredential.objects.get(organization=org)
+    first = Provider.objects.get(organization=org)
     replaced = last_line(manage("set_provider", "--org", org.slug,
                                 "--base-url", "https://1.1.1.1/v1", "--api-key", "sk-second-2222"))
 
     assert created == f"{org.slug}: openai at https://8.8.8.8/v1"
     assert provider_api_key(credential=first) == "sk-first-1111"
     assert replaced == f"{org.slug}: openai at https://1.1.1.1/v1"
-    [second] = ProviderCredential.objects.filter(organization=org)
+    [second] = Provider.objects.filter(organization=org)
     assert second.base_url == "https://1.1.1.1/v1"
     assert second.api_key_last4 == "2222"
     assert provider_api_key(credential=second) == "sk-second-2222"
@@ -131,7 +131,7 @@ def test_it_refuses_an_unparsable_provider_url_without_a_traceback():
     assert result.returncode != 0
     assert "not a valid URL" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not ProviderCredential.objects.exists()
+    assert not Provider.objects.exists()
 
 
 def test_it_revokes_a_key_by_prefix():
@@ -208,5 +208,5 @@ def test_it_exits_non_zero_for_an_unknown_organization(args):
     assert "No organization with slug 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not ApiKey.objects.exists()
-    assert not ProviderCredential.objects.exists()
+    assert not Provider.objects.exists()
     assert not Membership.objects.exists()

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from organizations import crypto
 from organizations.crypto import CredentialDecryptionError
-from organizations.models import ProviderCredential
+from organizations.models import Provider
 from organizations.selectors import provider_api_key
 from organizations.services import organization_create, provider_credential_set
 
@@ -80,7 +80,7 @@ def test_it_raises_for_a_stored_credential_under_a_wrong_key(db, settings):
     settings.COGNITUDE_ENCRYPTION_KEYS = [new_key()]
 
     with pytest.raises(CredentialDecryptionError, match="COGNITUDE_ENCRYPTION_KEYS"):
-        provider_api_key(credential=ProviderCredential.objects.get(pk=credential.pk))
+        provider_api_key(credential=Provider.objects.get(pk=credential.pk))
 
 
 def test_it_rotates_stored_credentials_to_the_new_key(db, settings):
@@ -92,7 +92,7 @@ def test_it_rotates_stored_credentials_to_the_new_key(db, settings):
                             api_key="sk-org-a-1111")
     provider_credential_set(organization=b, kind="openai", base_url="https://8.8.4.4/v1",
                             api_key="sk-org-b-2222")
-    before = dict(ProviderCredential.objects.values_list("organization_id", "api_key_encrypted"))
+    before = dict(Provider.objects.values_list("organization_id", "api_key_encrypted"))
 
     settings.COGNITUDE_ENCRYPTION_KEYS = [new, old]
     out = io.StringIO()
@@ -100,7 +100,7 @@ def test_it_rotates_stored_credentials_to_the_new_key(db, settings):
 
     assert out.getvalue().strip().splitlines()[-1] == "re-encrypted 2"
     settings.COGNITUDE_ENCRYPTION_KEYS = [new]
-    stored = {c.organization_id: c for c in ProviderCredential.objects.all()}
+    stored = {c.organization_id: c for c in Provider.objects.all()}
     assert provider_api_key(credential=stored[a.pk]) == "sk-org-a-1111"
     assert provider_api_key(credential=stored[b.pk]) == "sk-org-b-2222"
     assert stored[a.pk].api_key_encrypted != before[a.pk]
@@ -113,10 +113,10 @@ def test_it_refuses_to_rotate_what_no_configured_key_decrypts(db, settings):
     org = organization_create(name="Org A")
     provider_credential_set(organization=org, kind="openai", base_url="https://8.8.8.8/v1",
                             api_key="sk-org-a-1111")
-    before = ProviderCredential.objects.get(organization=org).api_key_encrypted
+    before = Provider.objects.get(organization=org).api_key_encrypted
 
     settings.COGNITUDE_ENCRYPTION_KEYS = [new_key()]
     with pytest.raises(CommandError, match="no configured key decrypts"):
         call_command("rotate_encryption_keys")
 
-    assert ProviderCredential.objects.get(organization=org).api_key_encrypted == before
+    assert Provider.objects.get(organization=org).api_key_encrypted == before

@@ -58,7 +58,7 @@ def create_secrets_everywhere(world, client) -> tuple[list[str], list[str]]:
     raw_keys.append(RAW_KEY_ON_PAGE.search(page.content.decode()).group(1))
     org_c = organization_create(name="Org C")
     membership_set(organization=org_c, user=world.charlie, role="owner")
-    response = client.post("/admin/organizations/providercredential/add/", {
+    response = client.post("/admin/organizations/provider/add/", {
         "organization": org_c.pk, "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
         "api_key": "sk-admin-made-provider-key-Q7x2",
     })

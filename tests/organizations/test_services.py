@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from organizations import keys
-from organizations.models import ApiKey, Membership, ProviderCredential
+from organizations.models import ApiKey, Membership, Provider
 from organizations.selectors import organizations_for_user, provider_api_key
 from organizations.services import (
     LAST_USED_RESOLUTION,
@@ -264,7 +264,7 @@ def test_it_creates_an_encrypted_provider_credential(world, fake_upstream):
         api_key="sk-org-c-secret-9876",
     )
 
-    stored = ProviderCredential.objects.get(organization=org)
+    stored = Provider.objects.get(organization=org)
     assert stored.pk == credential.pk
     assert stored.base_url == fake_upstream.api_base
     assert stored.api_key_last4 == "9876"
@@ -276,23 +276,23 @@ def test_it_replaces_the_provider_credential(world, fake_upstream):
     provider_credential_set(organization=world.a.org, kind="openai",
                             base_url="http://127.0.0.1:9/v1", api_key="sk-replacement-1111")
 
-    [stored] = ProviderCredential.objects.filter(organization=world.a.org)
+    [stored] = Provider.objects.filter(organization=world.a.org)
     assert stored.base_url == "http://127.0.0.1:9/v1"
     assert stored.api_key_last4 == "1111"
     assert provider_api_key(credential=stored) == "sk-replacement-1111"
     # Org B's credential is untouched.
-    other = ProviderCredential.objects.get(organization=world.b.org)
+    other = Provider.objects.get(organization=world.b.org)
     assert provider_api_key(credential=other) == world.b.provider_key
 
 
 @pytest.mark.parametrize("empty", [None, ""])
 def test_it_keeps_the_stored_key_when_none_is_given(world, empty):
-    before = ProviderCredential.objects.get(organization=world.a.org)
+    before = Provider.objects.get(organization=world.a.org)
 
     provider_credential_set(organization=world.a.org, kind="openai",
                             base_url="http://127.0.0.1:9/v2", api_key=empty)
 
-    stored = ProviderCredential.objects.get(organization=world.a.org)
+    stored = Provider.objects.get(organization=world.a.org)
     assert stored.base_url == "http://127.0.0.1:9/v2"
     assert stored.api_key_encrypted == before.api_key_encrypted
     assert stored.api_key_last4 == world.a.provider_key[-4:]
@@ -306,18 +306,18 @@ def test_it_refuses_a_new_credential_without_a_key(world, fake_upstream):
         provider_credential_set(organization=org, kind="openai",
                                 base_url=fake_upstream.api_base, api_key=None)
 
-    assert not ProviderCredential.objects.filter(organization=org).exists()
+    assert not Provider.objects.filter(organization=org).exists()
 
 
-@pytest.mark.parametrize("kind", ["anthropic", "", "OPENAI"])
+@pytest.mark.parametrize("kind", ["claude", "", "OPENAI"])
 def test_it_refuses_an_unknown_kind(world, fake_upstream, kind):
-    before = ProviderCredential.objects.get(organization=world.a.org)
+    before = Provider.objects.get(organization=world.a.org)
 
     with pytest.raises(ValidationError, match="Unknown provider kind"):
         provider_credential_set(organization=world.a.org, kind=kind,
                                 base_url=fake_upstream.api_base, api_key="sk-new-key-0000")
 
-    stored = ProviderCredential.objects.get(organization=world.a.org)
+    stored = Provider.objects.get(organization=world.a.org)
     assert (stored.kind, stored.api_key_encrypted) == ("openai", before.api_key_encrypted)
 
 

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from django.core.exceptions import ValidationError
 
-from organizations.models import ProviderCredential
+from organizations.models import Provider
 from organizations.services import organization_create, provider_credential_set
 from organizations.urlcheck import validate_upstream_base_url
 from proxy.providers.base import UpstreamError, close_sessions
@@ -168,7 +168,7 @@ def test_it_stores_no_credential_for_a_refused_url(db, settings, url):
         provider_credential_set(organization=org, kind="openai", base_url=url,
                                 api_key="sk-org-a-1234")
 
-    assert not ProviderCredential.objects.filter(organization=org).exists()
+    assert not Provider.objects.filter(organization=org).exists()
 
 
 def test_it_keeps_the_old_credential_when_the_new_url_is_refused(db, settings):
@@ -181,7 +181,7 @@ def test_it_keeps_the_old_credential_when_the_new_url_is_refused(db, settings):
         provider_credential_set(organization=org, kind="openai",
                                 base_url="http://127.0.0.1:6379/", api_key=None)
 
-    assert ProviderCredential.objects.get(organization=org).base_url == "https://8.8.8.8/v1"
+    assert Provider.objects.get(organization=org).base_url == "https://8.8.8.8/v1"
 
 
 def test_it_stores_a_private_url_when_the_operator_allows_it(db, settings):
@@ -191,7 +191,7 @@ def test_it_stores_a_private_url_when_the_operator_allows_it(db, settings):
     provider_credential_set(organization=org, kind="openai",
                             base_url="http://localhost:11434/v1", api_key="sk-local")
 
-    assert ProviderCredential.objects.get(organization=org).base_url == "http://localhost:11434/v1"
+    assert Provider.objects.get(organization=org).base_url == "http://localhost:11434/v1"
 
 
 # --- at request time, for a URL stored while private upstreams were allowed -------------

@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from organizations.errors import OrganizationNotFound
-from organizations.models import ProviderCredential
+from organizations.models import Provider
 from organizations.selectors import organization_get_by_slug
 from organizations.services import provider_credential_set
 
@@ -12,7 +12,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--org", required=True, help="organization slug")
-        parser.add_argument("--kind", default="openai", choices=ProviderCredential.Kind.values)
+        parser.add_argument("--kind", default="openai", choices=Provider.Kind.values)
         parser.add_argument("--base-url", required=True)
         parser.add_argument("--api-key", required=True)
 

@@ -1,0 +1,62 @@
+"""An organization's model routes: the model name a client asks for, mapped to ordered,
+weighted targets. Written through routing.services (which validates), read by the
+request path as a snapshot (routing.selectors.routing_table_for_org)."""
+
+from django.db import models
+
+from routing.table import RETRY_ON
+
+
+def default_retry_on() -> list[str]:
+    return sorted(RETRY_ON)
+
+
+class ModelRoute(models.Model):
+    class Strategy(models.TextChoices):
+        PRIORITY = "priority", "Priority (in order, next on failure)"
+        WEIGHTED = "weighted", "Weighted (split by weight)"
+        LATENCY = "latency", "Latency (fastest time to first byte)"
+
+    organization = models.ForeignKey(
+        "organizations.Organization", on_delete=models.CASCADE, related_name="routes"
+    )
+    # The model name a client asks for: a real model ("gpt-4o-mini") or an alias ("fast").
+    name = models.CharField(max_length=200)
+    strategy = models.CharField(max_length=10, choices=Strategy.choices,
+                                default=Strategy.PRIORITY)
+    # The failures that move a request to the next target: a subset of table.RETRY_ON.
+    retry_on = models.JSONField(default=default_retry_on)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"],
+                                    name="route_name_unique_per_org"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RouteTarget(models.Model):
+    """A provider and the model it is asked for; or, with no provider, an alias: then
+    `upstream_model` names another route of the organization, whose targets stand in
+    for this one when the snapshot is built."""
+
+    route = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="targets")
+    # PROTECT: a provider in use is not deleted from under its routes.
+    provider = models.ForeignKey("organizations.Provider", null=True, blank=True,
+                                 on_delete=models.PROTECT, related_name="targets")
+    upstream_model = models.CharField(max_length=200)
+    weight = models.PositiveIntegerField(default=1)
+    priority = models.PositiveIntegerField(default=0)  # lower first
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["priority", "pk"]
+
+    def __str__(self) -> str:
+        if self.provider_id is None:
+            return f"alias of {self.upstream_model}"
+        return f"{self.provider.name}:{self.upstream_model}"
