@@ -1,104 +1,62 @@
-"""An OpenAI-compatible fake LLM provider, as a raw ASGI application.
+"""A fake LLM provider speaking OpenAI's, Azure OpenAI's and Anthropic's wire formats,
+as a raw ASGI application.
 
 It is a raw ASGI callable with orjson and no framework so that it is never the
 bottleneck of a benchmark, and it imports nothing from Django so that tests and
 benchmarks can start it as a subprocess in a fraction of a second.
 
-Answers are deterministic: the same request always gets the same content, a
-different request different content. Faults are injected per request by markers in
-the text of the last message (or prompt, or input), e.g. ``[[fault:status=500]]``;
-see ``Faults``. ``GET /stats`` counts what reached it, ``POST /control`` changes the
-base latency at runtime.
+Endpoints: OpenAI's ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
+``/v1/models[/ID]`` and ``/v1/responses`` (fakeupstream.chat, fakeupstream.responses);
+Azure OpenAI's ``/openai/deployments/DEPLOYMENT/{chat/completions,completions,
+embeddings}``, ``/openai/responses`` and ``/openai/models``, each with ``?api-version=``
+and an ``api-key`` header; Anthropic's ``/v1/messages`` and, with an
+``anthropic-version`` header, its ``/v1/models[/ID]`` (fakeupstream.messages).
+Answers are deterministic and faults are injected by markers in the request's text
+(fakeupstream.wire). ``GET /stats`` counts what reached it, ``GET /stats/last`` shows
+the last body each path received, ``POST /control`` changes the base latency at runtime.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import itertools
-import math
-import os
 import re
-import struct
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
-
-MODELS = (
-    "gpt-4o",
-    "gpt-4o-mini",
-    "gpt-4.1",
-    "gpt-4.1-mini",
-    "gpt-3.5-turbo",
-    "o3-mini",
-    "text-embedding-3-small",
-    "text-embedding-3-large",
-    "text-embedding-ada-002",
+from fakeupstream import chat, messages
+from fakeupstream.chat import BadRequest
+from fakeupstream.responses import ResponsesApi
+from fakeupstream.wire import (
+    JSON_HEADERS,
+    SSE_HEADERS,
+    Faults,
+    Headers,
+    Receive,
+    Refused,
+    Reply,
+    Scope,
+    Send,
+    parse_faults,
 )
-MODELS_CREATED = 1_700_000_000
-EMBEDDING_DIMENSIONS = 16
-MAX_EMBEDDING_DIMENSIONS = 4096
-STREAM_PIECES = 5
-SNIPPET_CHARS = 64
 
-# Request fields that do not change the answer, so they stay out of its digest: a
-# streamed and a non-streamed request for the same thing get the same content.
-NOT_IN_ANSWER = frozenset({"stream", "stream_options", "user", "metadata"})
+Refusal = Callable[..., Refused]
+Answer = Callable[[dict[str, Any], str], tuple[Reply, str]]
 
-JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
-SSE_HEADERS: Headers = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-]
-SSE_DONE = b"data: [DONE]\n\n"
-
-FAULT_MARKER = "[[fault:"
-FAULT_RE = re.compile(r"\[\[fault:([a-z_]+)=(\d+)\]\]")
-
-# Error types OpenAI uses for each status, so clients classify injected errors
-# exactly as they would real ones.
-ERROR_TYPES = {
-    400: ("invalid_request_error", None),
-    401: ("invalid_request_error", "invalid_api_key"),
-    403: ("permission_error", None),
-    404: ("invalid_request_error", None),
-    429: ("requests", "rate_limit_exceeded"),
-}
-
-# Ids only need to be unique per process; a counter is cheaper than randomness and
-# lets a test tell a replayed (cached) answer from a fresh one.
-_ID_PREFIX = os.urandom(4).hex()
-_ids = itertools.count(1)
-
-
-@dataclass(slots=True)
-class Faults:
-    """Faults asked for by ``[[fault:NAME=N]]`` markers in a request's text.
-
-    status: answer with this HTTP status and an OpenAI error body (429 adds retry-after).
-    retry_after: the retry-after seconds sent with a 429 (default 1).
-    delay_ms: sleep this long before answering.
-    break_after: streaming, send this many content chunks then drop the connection;
-        not streaming, send the headers and this many bytes of the body then drop it.
-    chunk_delay_ms: streaming, sleep this long between chunks.
-    """
-
-    status: int = 0
-    retry_after: int = 1
-    delay_ms: int = 0
-    break_after: int | None = None
-    chunk_delay_ms: int = 0
+AZURE_DEPLOYMENT_PATH = re.compile(
+    r"^/openai/deployments/([^/]+)/(chat/completions|completions|embeddings)$"
+)
+AZURE_ENDPOINTS = {"chat/completions": chat.chat_reply, "completions": chat.completion_reply,
+                   "embeddings": chat.embedding_reply}
+AZURE_DENIED = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+    "provide a valid key for an active subscription and use a correct regional API "
+    "endpoint for your resource."
+)
 
 
 @dataclass(slots=True)
@@ -109,12 +67,34 @@ class Config:
     chunk_delay_ms: float = 0
 
 
-FAULT_NAMES = frozenset(field.name for field in fields(Faults))
 CONFIG_NAMES = frozenset(field.name for field in fields(Config))
 
 
+@dataclass(frozen=True, slots=True)
+class Api:
+    """One POST endpoint in its wire format: how it answers and how it refuses."""
+
+    answer: Answer
+    refuse: Refusal  # (status, message, *, param=None, code=None) -> Refused
+    missing_model: Callable[[], Refused]
+    unknown_model: Callable[[str], Refused]
+    check_headers: Callable[[Headers], None] | None = None
+
+
+def openai_missing_model() -> Refused:
+    return BadRequest(400, "You must provide a model parameter.", param="model")
+
+
+def openai_api(answer: Answer) -> Api:
+    return Api(answer, BadRequest, openai_missing_model, chat.unknown_model)
+
+
+ANTHROPIC = Api(messages.messages_reply, messages.AnthropicError, messages.missing_model,
+                messages.unknown_model, messages.check_headers)
+
+
 class Stats:
-    """Counters served by ``GET /stats``; only ``/v1/`` requests are counted."""
+    """Counters served by ``GET /stats``; only API requests (/v1/, /openai/) are counted."""
 
     def __init__(self) -> None:
         # in_flight is a fact about the present, not a counter, so reset() keeps it.
@@ -129,7 +109,10 @@ class Stats:
         self.streams_started = 0
         self.streams_completed = 0
         self.streams_cancelled = 0
+        # Dropped mid-way, or ended by an error event (Faults.stream_error).
         self.streams_broken = 0
+        # What a translating gateway sent, for tests to check (GET /stats/last).
+        self.last_body: dict[str, Any] = {}
 
     def as_json(self) -> bytes:
         return orjson.dumps(
@@ -147,348 +130,6 @@ class Stats:
         )
 
 
-class BadRequest(Exception):
-    """A request the fake refuses, with the status and OpenAI error body to send."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = error_body(status, message, param=param, code=code)
-
-
-@dataclass(slots=True)
-class Reply:
-    """What a POST endpoint answers: a JSON body, or SSE events when streaming.
-
-    Stream events are kept in three parts so that ``break_after`` can stop inside the
-    content: the role chunk, the content chunks, then the finish/usage/[DONE] tail.
-    """
-
-    body: bytes = b""
-    stream_head: bytes = b""
-    stream_content: tuple[bytes, ...] = ()
-    stream_tail: tuple[bytes, ...] = ()
-
-
-def error_body(
-    status: int, message: str, *, param: str | None = None, code: str | None = None
-) -> bytes:
-    """The OpenAI error shape; every error the fake sends goes through here."""
-    error_type, default_code = ERROR_TYPES.get(status, ("server_error", None))
-    return orjson.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": error_type,
-                "param": param,
-                "code": code or default_code,
-            }
-        }
-    )
-
-
-def count_tokens(text: str) -> int:
-    """A deterministic stand-in for a tokenizer: about four characters a token."""
-    return (len(text) + 3) // 4
-
-
-def parse_faults(text: str) -> Faults:
-    faults = Faults()
-    # The substring test keeps the regex off the hot path: almost no request has faults.
-    if FAULT_MARKER in text:
-        for name, value in FAULT_RE.findall(text):
-            if name in FAULT_NAMES:
-                setattr(faults, name, int(value))
-    return faults
-
-
-def text_of(content: Any) -> str:
-    """The text of a message's content: a string, or a list of parts (multimodal)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""
-
-
-def answer_text(body: dict[str, Any], model: str, echo: str) -> str:
-    """The deterministic answer: an echo of the input plus a digest of the request."""
-    canonical = orjson.dumps(
-        {key: value for key, value in body.items() if key not in NOT_IN_ANSWER},
-        option=orjson.OPT_SORT_KEYS,
-    )
-    digest = hashlib.blake2b(canonical, digest_size=5).hexdigest()
-    snippet = echo if len(echo) <= SNIPPET_CHARS else echo[:SNIPPET_CHARS] + "..."
-    return f"Echo: {snippet} ({model} {digest})"
-
-
-def choice_texts(base: str, n: int) -> list[str]:
-    if n == 1:
-        return [base]
-    return [f"{base} #{index}" for index in range(n)]
-
-
-def read_n(body: dict[str, Any]) -> int:
-    n = body.get("n") or 1
-    if not isinstance(n, int) or not 1 <= n <= 128:
-        raise BadRequest(
-            400,
-            f"{n!r} is not a valid value for 'n': it must be an integer from 1 to 128.",
-            param="n",
-        )
-    return n
-
-
-def split_pieces(text: str) -> list[str]:
-    """Split text into about STREAM_PIECES pieces whose concatenation is the text."""
-    size = max(1, math.ceil(len(text) / STREAM_PIECES))
-    return [text[start : start + size] for start in range(0, len(text), size)]
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-def wants_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-ChunkChoice = Callable[[int, str | None, str | None], dict[str, Any]]
-
-
-def stream_reply(
-    body: dict[str, Any],
-    chunk: dict[str, Any],
-    texts: list[str],
-    usage_block: dict[str, int],
-    choice: ChunkChoice,
-    *,
-    with_role: bool,
-) -> Reply:
-    """SSE events for ``texts`` (one per choice), each text in a few content chunks.
-
-    ``choice(index, piece, finish_reason)`` renders one choice of a chunk: piece None
-    and no finish_reason is the opening role chunk.
-    """
-
-    def events(index: int, piece: str | None, finish_reason: str | None) -> bytes:
-        return sse({**chunk, "choices": [choice(index, piece, finish_reason)]})
-
-    indexes = range(len(texts))
-    head = b"".join(events(i, None, None) for i in indexes) if with_role else b""
-    content = tuple(
-        events(index, piece, None)
-        for index, text in enumerate(texts)
-        for piece in split_pieces(text)
-    )
-    tail = [b"".join(events(i, None, "stop") for i in indexes)]
-    if wants_usage(body):
-        tail.append(sse({**chunk, "choices": [], "usage": usage_block}))
-    tail.append(SSE_DONE)
-    return Reply(stream_head=head, stream_content=content, stream_tail=tuple(tail))
-
-
-def chat_chunk_choice(index: int, piece: str | None, finish_reason: str | None) -> dict[str, Any]:
-    if finish_reason:
-        delta: dict[str, Any] = {}
-    elif piece is None:
-        delta = {"role": "assistant", "content": ""}
-    else:
-        delta = {"content": piece}
-    return {
-        "index": index,
-        "delta": delta,
-        "logprobs": None,
-        "finish_reason": finish_reason,
-    }
-
-
-def text_choice(index: int, piece: str | None, finish_reason: str | None) -> dict[str, Any]:
-    return {
-        "index": index,
-        "text": piece or "",
-        "logprobs": None,
-        "finish_reason": finish_reason,
-    }
-
-
-def chat_reply(body: dict[str, Any], model: str) -> tuple[Reply, str]:
-    """Answer POST /v1/chat/completions; returns the reply and the fault text."""
-    messages = body.get("messages")
-    if (
-        not isinstance(messages, list)
-        or not messages
-        or not all(isinstance(m, dict) for m in messages)
-    ):
-        raise BadRequest(
-            400,
-            "'messages' must be a non-empty array of message objects.",
-            param="messages",
-        )
-    texts = [text_of(message.get("content")) for message in messages]
-    roles = [message.get("role") for message in messages]
-    user_texts = [text for text, role in zip(texts, roles, strict=True) if role == "user"]
-    echo = user_texts[-1] if user_texts else texts[-1]
-    contents = choice_texts(answer_text(body, model, echo), read_n(body))
-    prompt_tokens = sum(count_tokens(text) for text in texts)
-    usage_block = usage(prompt_tokens, sum(count_tokens(text) for text in contents))
-    head = {
-        "id": f"chatcmpl-{_ID_PREFIX}{next(_ids):08x}",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": "fp_fakeupstream",
-    }
-
-    if body.get("stream"):
-        chunk = {**head, "object": "chat.completion.chunk"}
-        reply = stream_reply(body, chunk, contents, usage_block, chat_chunk_choice, with_role=True)
-        return reply, texts[-1]
-    choices = [
-        {
-            "index": index,
-            "message": {"role": "assistant", "content": content, "refusal": None},
-            "logprobs": None,
-            "finish_reason": "stop",
-        }
-        for index, content in enumerate(contents)
-    ]
-    payload = {
-        **head,
-        "object": "chat.completion",
-        "choices": choices,
-        "usage": usage_block,
-    }
-    return Reply(body=orjson.dumps(payload)), texts[-1]
-
-
-def completion_reply(body: dict[str, Any], model: str) -> tuple[Reply, str]:
-    """Answer POST /v1/completions (the legacy text API): n choices per prompt."""
-    prompt = body.get("prompt")
-    # A list of ints is one tokenized prompt; any other list is several prompts.
-    several = isinstance(prompt, list) and prompt and not isinstance(prompt[0], int)
-    prompts = prompt if several else [prompt]
-    if not all(isinstance(p, (str, list)) for p in prompts):
-        raise BadRequest(
-            400,
-            "'prompt' must be a string, an array of strings or of token arrays.",
-            param="prompt",
-        )
-    prompt_texts = [p if isinstance(p, str) else orjson.dumps(p).decode() for p in prompts]
-    n = read_n(body)
-    texts = [
-        text
-        for prompt_text in prompt_texts
-        for text in choice_texts(
-            answer_text({**body, "prompt": prompt_text}, model, prompt_text), n
-        )
-    ]
-    prompt_tokens = sum(count_tokens(text) for text in prompt_texts)
-    usage_block = usage(prompt_tokens, sum(count_tokens(text) for text in texts))
-    head = {
-        "id": f"cmpl-{_ID_PREFIX}{next(_ids):08x}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-    }
-
-    if body.get("stream"):
-        reply = stream_reply(body, head, texts, usage_block, text_choice, with_role=False)
-        return reply, prompt_texts[-1]
-    choices = [text_choice(index, text, "stop") for index, text in enumerate(texts)]
-    payload = {**head, "choices": choices, "usage": usage_block}
-    return Reply(body=orjson.dumps(payload)), prompt_texts[-1]
-
-
-def embedding_vector(key: bytes, dimensions: int) -> list[float]:
-    """A deterministic unit vector derived from a hash of the input."""
-    raw = struct.unpack(f"<{dimensions}H", hashlib.shake_128(key).digest(2 * dimensions))
-    vector = [value / 32767.5 - 1.0 for value in raw]
-    norm = math.sqrt(sum(value * value for value in vector)) or 1.0
-    return [value / norm for value in vector]
-
-
-def embedding_reply(body: dict[str, Any], model: str) -> tuple[Reply, str]:
-    """Answer POST /v1/embeddings; honours ``dimensions`` and ``encoding_format``."""
-    given = body.get("input")
-    # A list of ints is one tokenized input; any other list is several inputs.
-    if isinstance(given, list) and given and not all(isinstance(item, int) for item in given):
-        inputs = given
-    else:
-        inputs = [given]
-    if not all(isinstance(item, (str, list)) and item for item in inputs):
-        raise BadRequest(400, "'input' must be a non-empty string or array.", param="input")
-    dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
-    if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_EMBEDDING_DIMENSIONS:
-        raise BadRequest(
-            400,
-            f"'dimensions' must be an integer from 1 to {MAX_EMBEDDING_DIMENSIONS}.",
-            param="dimensions",
-        )
-    as_base64 = body.get("encoding_format") == "base64"
-    texts = [item if isinstance(item, str) else orjson.dumps(item).decode() for item in inputs]
-
-    data = []
-    for index, text in enumerate(texts):
-        vector = embedding_vector(f"{model}\n{text}".encode(), dimensions)
-        encoded: Any = (
-            base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
-            if as_base64
-            else vector
-        )
-        data.append({"object": "embedding", "index": index, "embedding": encoded})
-    prompt_tokens = sum(count_tokens(text) for text in texts)
-    payload = {
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    }
-    return Reply(body=orjson.dumps(payload)), texts[-1]
-
-
-def model_object(model: str) -> dict[str, Any]:
-    return {
-        "id": model,
-        "object": "model",
-        "created": MODELS_CREATED,
-        "owned_by": "fakeupstream",
-    }
-
-
-MODELS_BODY = orjson.dumps({"object": "list", "data": [model_object(model) for model in MODELS]})
-
-POST_ENDPOINTS: dict[str, Callable[[dict[str, Any], str], tuple[Reply, str]]] = {
-    "/v1/chat/completions": chat_reply,
-    "/v1/completions": completion_reply,
-    "/v1/embeddings": embedding_reply,
-}
-
-
-def unknown_model(model: str) -> BadRequest:
-    return BadRequest(
-        404,
-        f"The model `{model}` does not exist or you do not have access to it.",
-        param="model",
-        code="model_not_found",
-    )
-
-
 def credential_of(scope: Scope) -> str:
     """The provider key a request carries: bearer token (OpenAI), api-key (Azure) or x-api-key."""
     for name, value in scope["headers"]:
@@ -498,6 +139,25 @@ def credential_of(scope: Scope) -> str:
         if name in (b"api-key", b"x-api-key"):
             return value.decode("latin-1")
     return ""
+
+
+def is_anthropic(scope: Scope) -> bool:
+    """Anthropic's clients send anthropic-version; OpenAI's never do."""
+    return any(name == b"anthropic-version" for name, _ in scope["headers"])
+
+
+def azure_refusal(status: int, code: str, message: str) -> Refused:
+    return Refused(status, orjson.dumps({"error": {"code": code, "message": message}}))
+
+
+def check_azure(scope: Scope) -> None:
+    """Azure OpenAI's own refusals: a key (api-key, or an Entra ID bearer token) and an
+    api-version on every request."""
+    if not credential_of(scope):
+        raise azure_refusal(401, "401", AZURE_DENIED)
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if not query.get("api-version"):
+        raise azure_refusal(404, "404", "Resource not found")
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -512,13 +172,13 @@ async def read_body(receive: Receive) -> bytes:
     return b"".join(parts)
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
+def parse_json_object(raw: bytes, refuse: Refusal = BadRequest) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise BadRequest(400, "We could not parse the JSON body of your request.") from None
+        raise refuse(400, "We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
-        raise BadRequest(400, "The request body must be a JSON object.")
+        raise refuse(400, "The request body must be a JSON object.")
     return body
 
 
@@ -566,6 +226,15 @@ class FakeUpstream:
         self.initial = Config(latency_ms=latency_ms)
         self.config = Config(latency_ms=latency_ms)
         self.stats = Stats()
+        responses = openai_api(ResponsesApi().answer)
+        self.post_endpoints: dict[str, Api] = {
+            "/v1/chat/completions": openai_api(chat.chat_reply),
+            "/v1/completions": openai_api(chat.completion_reply),
+            "/v1/embeddings": openai_api(chat.embedding_reply),
+            "/v1/responses": responses,
+            "/openai/responses": responses,
+            "/v1/messages": ANTHROPIC,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -574,10 +243,12 @@ class FakeUpstream:
         path: str = scope["path"]
         method: str = scope["method"]
         try:
-            if path.startswith("/v1/"):
+            if path.startswith(("/v1/", "/openai/")):
                 await self.api(scope, receive, send)
             elif path == "/stats" and method == "GET":
                 await send_json(send, 200, self.stats.as_json())
+            elif path == "/stats/last" and method == "GET":
+                await send_json(send, 200, orjson.dumps(self.stats.last_body))
             elif path == "/stats/reset" and method == "POST":
                 self.stats.reset()
                 await send_json(send, 200, self.stats.as_json())
@@ -585,47 +256,73 @@ class FakeUpstream:
                 await self.control(receive, send)
             else:
                 raise BadRequest(404, f"Unknown request URL: {method} {path}.")
-        except BadRequest as refused:
+        except Refused as refused:
             await send_json(send, refused.status, refused.body)
 
     async def api(self, scope: Scope, receive: Receive, send: Send) -> None:
         stats = self.stats
         path: str = scope["path"]
+        method: str = scope["method"]
         stats.requests_total += 1
         stats.by_path[path] += 1
         stats.by_token[credential_of(scope)] += 1
         stats.in_flight += 1
         try:
-            if scope["method"] == "GET" and path == "/v1/models":
-                await self.wait_latency()
-                await send_json(send, 200, MODELS_BODY)
-            elif scope["method"] == "GET" and path.startswith("/v1/models/"):
-                model = path.removeprefix("/v1/models/")
-                if model.startswith("unknown"):
-                    raise unknown_model(model)
-                await self.wait_latency()
-                await send_json(send, 200, orjson.dumps(model_object(model)))
-            elif scope["method"] == "POST" and path in POST_ENDPOINTS:
-                await self.post(POST_ENDPOINTS[path], receive, send)
+            if path.startswith("/openai/"):
+                check_azure(scope)
+            deployment = AZURE_DEPLOYMENT_PATH.match(path)
+            if method == "GET" and path.startswith(("/v1/models", "/openai/models")):
+                await self.models(scope, send)
+            elif method == "POST" and deployment is not None:
+                endpoint = AZURE_ENDPOINTS[deployment.group(2)]
+                await self.post(openai_api(endpoint), scope, receive, send,
+                                model=deployment.group(1))
+            elif method == "POST" and path in self.post_endpoints:
+                await self.post(self.post_endpoints[path], scope, receive, send)
             else:
-                raise BadRequest(404, f"Unknown request URL: {scope['method']} {path}.")
+                raise BadRequest(404, f"Unknown request URL: {method} {path}.")
         finally:
             stats.in_flight -= 1
 
-    async def post(
-        self,
-        endpoint: Callable[[dict[str, Any], str], tuple[Reply, str]],
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        body = parse_json_object(await read_body(receive))
-        model = body.get("model")
+    async def models(self, scope: Scope, send: Send) -> None:
+        """The model list and single models, in Anthropic's shape for Anthropic clients."""
+        path: str = scope["path"]
+        anthropic = is_anthropic(scope)
+        if anthropic:
+            messages.check_headers(scope["headers"])
+        if path in ("/v1/models", "/openai/models"):
+            await self.wait_latency()
+            await send_json(send, 200, messages.MODELS_BODY if anthropic else chat.MODELS_BODY)
+            return
+        model = path.removeprefix("/v1/models/")
+        if model == path or not model:
+            raise BadRequest(404, f"Unknown request URL: GET {path}.")
+        if anthropic:
+            if model not in messages.MODELS:
+                raise messages.unknown_model(model)
+            found = messages.model_info(model)
+        else:
+            if model.startswith("unknown"):
+                raise chat.unknown_model(model)
+            found = chat.model_object(model)
+        await self.wait_latency()
+        await send_json(send, 200, orjson.dumps(found))
+
+    async def post(self, api: Api, scope: Scope, receive: Receive, send: Send, *,
+                   model: str | None = None) -> None:
+        """Answer one POST; ``model`` is the Azure deployment named by the path (Azure
+        ignores the body's model)."""
+        if api.check_headers is not None:
+            api.check_headers(scope["headers"])
+        body = parse_json_object(await read_body(receive), api.refuse)
+        self.stats.last_body[scope["path"]] = body
+        model = model or body.get("model")
         if not isinstance(model, str) or not model:
-            raise BadRequest(400, "You must provide a model parameter.", param="model")
+            raise api.missing_model()
         self.stats.by_model[model] += 1
         if model.startswith("unknown"):
-            raise unknown_model(model)
-        reply, fault_text = endpoint(body, model)
+            raise api.unknown_model(model)
+        reply, fault_text = api.answer(body, model)
         faults = parse_faults(fault_text)
 
         await self.wait_latency(faults.delay_ms)
@@ -636,8 +333,8 @@ class FakeUpstream:
                     *JSON_HEADERS,
                     (b"retry-after", str(faults.retry_after).encode()),
                 ]
-            message = f"Injected fault: status {faults.status}."
-            await send_json(send, faults.status, error_body(faults.status, message), headers)
+            refused = api.refuse(faults.status, f"Injected fault: status {faults.status}.")
+            await send_json(send, faults.status, refused.body, headers)
         elif reply.body and faults.break_after is not None:
             await send_broken(send, reply.body, faults.break_after)
         elif reply.body:
@@ -658,12 +355,18 @@ class FakeUpstream:
         """
         stats = self.stats
         stats.streams_started += 1
-        broken = faults.break_after is not None
+        failing = bool(faults.stream_error) and reply.stream_error is not None
+        dropped = faults.break_after is not None and not failing
         events = [reply.stream_head] if reply.stream_head else []
-        if broken:
+        if faults.break_after is not None:
             events += reply.stream_content[: faults.break_after]
         else:
-            events += [*reply.stream_content, *reply.stream_tail]
+            events += reply.stream_content
+        if failing:
+            assert reply.stream_error is not None
+            events.append(reply.stream_error(faults.stream_error))
+        elif not dropped:
+            events += reply.stream_tail
         chunk_delay = (faults.chunk_delay_ms or self.config.chunk_delay_ms) / 1000
 
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -675,10 +378,12 @@ class FakeUpstream:
                 if disconnected.done():
                     stats.streams_cancelled += 1
                     return
-                last = position == len(events) - 1 and not broken
+                last = position == len(events) - 1 and not dropped
                 await send({"type": "http.response.body", "body": event, "more_body": not last})
-            if broken:
+            if dropped:
                 # Returning with the body unfinished makes uvicorn drop the connection.
+                stats.streams_broken += 1
+            elif failing:
                 stats.streams_broken += 1
             else:
                 stats.streams_completed += 1
@@ -702,7 +407,7 @@ class FakeUpstream:
 
 
 def make_app(latency_ms: float = 0) -> FakeUpstream:
-    """A fresh fake upstream that waits ``latency_ms`` before each /v1/ answer."""
+    """A fresh fake upstream that waits ``latency_ms`` before each API answer."""
     return FakeUpstream(latency_ms=latency_ms)
 
 

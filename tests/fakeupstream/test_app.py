@@ -550,3 +550,18 @@ def test_it_runs_as_a_management_command() -> None:
         )
     finally:
         stop_fake_upstream(process)
+
+
+def test_it_sends_an_error_chunk_mid_stream(base_url: str) -> None:
+    received = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in client(base_url).chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "[[fault:stream_error=503]]"}],
+            stream=True,
+        ):
+            received.append(chunk)
+
+    assert raised.value.message == "Injected fault: stream error 503."
+    assert len(received) == 6  # the role chunk and every content chunk, no finish
+    assert fake_upstream_stats(base_url)["streams_broken"] == 1
