@@ -17,14 +17,16 @@ _TYPES = {
 
 
 def error_body(
-    status: int, message: str, *, code: str | None = None, param: str | None = None
+    status: int, message: str, *, code: str | None = None, param: str | None = None,
+    type: str | None = None,
 ) -> bytes:
-    """`{"error": {"message", "type", "param", "code"}}` as bytes."""
+    """`{"error": {"message", "type", "param", "code"}}` as bytes. `type` is the status's
+    unless given (OpenAI's 429s say "requests", "tokens" or "insufficient_quota")."""
     return orjson.dumps(
         {
             "error": {
                 "message": message,
-                "type": _TYPES.get(
+                "type": type or _TYPES.get(
                     status, "server_error" if status >= 500 else "invalid_request_error"
                 ),
                 "param": param,

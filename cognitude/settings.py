@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "analytics",
     "pipeline",
     "routing",
+    "ratelimit",
     "proxy",
     "fakeupstream",
     "dashboard",
@@ -255,6 +256,33 @@ COGNITUDE_RESPONSE_AFFINITY_SECONDS = _env_value("COGNITUDE_RESPONSE_AFFINITY_SE
                                                  30 * 24 * 3600)
 if COGNITUDE_ROUTE_RETRIES < 0:
     raise ImproperlyConfigured("COGNITUDE_ROUTE_RETRIES must be 0 or more")
+# Limits and budgets (ratelimit/). Their counters belong in a Redis that never evicts
+# (docker-compose gives them one, noeviction); by default they share the hot tier's,
+# whose LRU may drop a window's counts under memory pressure (budgets are then rebuilt
+# from the records). No Redis at all: this process's memory (the embedded defaults).
+COGNITUDE_LIMITS_REDIS_URL = env("COGNITUDE_LIMITS_REDIS_URL", default=REDIS_URL)
+if COGNITUDE_LIMITS_REDIS_URL and not COGNITUDE_LIMITS_REDIS_URL.startswith(
+        ("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(
+        "COGNITUDE_LIMITS_REDIS_URL must start with redis://, rediss:// or unix://")
+# The longest a request waits on the limits Redis before its organization's policy
+# decides: fail open (served, held to per-process limits) or closed (503).
+COGNITUDE_LIMITS_REDIS_TIMEOUT = _env_value("COGNITUDE_LIMITS_REDIS_TIMEOUT", float, 0.5)
+# How long a process keeps an organization's limits and the price table between reads.
+COGNITUDE_LIMITS_CACHE_SECONDS = _env_value("COGNITUDE_LIMITS_CACHE_SECONDS", float, 5.0)
+# Tokens reserved for the answer of a request that names no max_tokens.
+COGNITUDE_LIMITS_DEFAULT_COMPLETION_TOKENS = _env_value(
+    "COGNITUDE_LIMITS_DEFAULT_COMPLETION_TOKENS", int, 1024)
+COGNITUDE_LIMITS_COUNT_HITS = _env_value("COGNITUDE_LIMITS_COUNT_HITS", bool, True)
+# A concurrency slot is a lease: a process that dies holding one gives it back after this.
+COGNITUDE_LIMITS_LEASE_SECONDS = _env_value("COGNITUDE_LIMITS_LEASE_SECONDS", float, 600.0)
+# Failed authentications a client address may make per minute (0: no limit).
+COGNITUDE_LIMITS_UNAUTHENTICATED_PER_MINUTE = _env_value(
+    "COGNITUDE_LIMITS_UNAUTHENTICATED_PER_MINUTE", int, 60)
+for _name in ("COGNITUDE_LIMITS_DEFAULT_COMPLETION_TOKENS",
+              "COGNITUDE_LIMITS_UNAUTHENTICATED_PER_MINUTE"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 or more")
 # Beat's record of last runs: in var/, not in whatever directory beat was started from.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPSTREAM_TIMEOUT",
@@ -263,7 +291,8 @@ for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPST
               "COGNITUDE_SPOOL_RETRY_SECONDS", "COGNITUDE_REQUEST_LOG_RETENTION_DAYS",
               "COGNITUDE_BREAKER_FAILURES", "COGNITUDE_BREAKER_COOLDOWN_SECONDS",
               "COGNITUDE_ROUTE_TIME_BUDGET_SECONDS", "COGNITUDE_ROUTE_BACKOFF_SECONDS",
-              "COGNITUDE_RESPONSE_AFFINITY_SECONDS"):
+              "COGNITUDE_RESPONSE_AFFINITY_SECONDS", "COGNITUDE_LIMITS_REDIS_TIMEOUT",
+              "COGNITUDE_LIMITS_CACHE_SECONDS", "COGNITUDE_LIMITS_LEASE_SECONDS"):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be positive")
 

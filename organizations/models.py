@@ -1,5 +1,15 @@
+from zoneinfo import ZoneInfo
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+
+
+def validate_time_zone(name: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        raise ValidationError(f"{name!r} is not an IANA time zone (e.g. Europe/Paris)") from None
 
 
 class Organization(models.Model):
@@ -9,6 +19,9 @@ class Organization(models.Model):
     slug = models.SlugField(max_length=80, unique=True)
     # None means the site default (COGNITUDE_CACHE_TTL).
     cache_ttl_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # Budgets' days and months are calendar periods here (IANA name).
+    time_zone = models.CharField(max_length=64, default="UTC",
+                                 validators=[validate_time_zone])
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
