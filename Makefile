@@ -31,7 +31,7 @@ run: $(STAMP)
 	$(BIN)/python bin/run-demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
+	$(BIN)/ruff check . bin/run-demo bin/smoke-install
 
 smoke: $(SMOKE_STAMP)
 	bin/ensure-services
@@ -39,7 +39,7 @@ smoke: $(SMOKE_STAMP)
 
 test: $(STAMP) smoke
 	bin/ensure-browser
-	$(BIN)/ruff check .
+	$(BIN)/ruff check . bin/run-demo bin/smoke-install
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) \
 	TEST_BROKER_URL=$(TEST_BROKER_URL) REDIS_URL= CELERY_BROKER_URL= \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
