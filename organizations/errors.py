@@ -13,3 +13,11 @@ class OrganizationNotChosen(Exception):
 
 class ApiKeyNotFound(Exception):
     """No such API key in this organization."""
+
+
+class ProviderNotFound(Exception):
+    """No such provider in this organization."""
+
+
+class ProviderInUse(Exception):
+    """The provider is a target of routes: it cannot be deleted until they stop naming it."""

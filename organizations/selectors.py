@@ -4,7 +4,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import F, QuerySet
 
 from organizations import crypto
-from organizations.errors import ApiKeyNotFound, OrganizationNotChosen, OrganizationNotFound
+from organizations.errors import (
+    ApiKeyNotFound,
+    OrganizationNotChosen,
+    OrganizationNotFound,
+    ProviderNotFound,
+)
 from organizations.models import ApiKey, Organization, Provider
 
 
@@ -48,6 +53,27 @@ def api_key_get_for_org(*, organization: Organization, key_id: int) -> ApiKey:
         return ApiKey.objects.get(organization=organization, pk=key_id)
     except ApiKey.DoesNotExist:
         raise ApiKeyNotFound("No such API key") from None
+
+
+def providers_for_org(*, organization: Organization) -> QuerySet[Provider]:
+    """The organization's providers, the default first, then by name."""
+    return Provider.objects.filter(organization=organization).order_by("-is_default", "name")
+
+
+def provider_get_for_org(*, organization: Organization, provider_id: int) -> Provider:
+    """The provider `provider_id` of this organization; ProviderNotFound for anyone else's."""
+    try:
+        return Provider.objects.get(organization=organization, pk=provider_id)
+    except Provider.DoesNotExist:
+        raise ProviderNotFound("No such provider") from None
+
+
+def provider_get_by_name(*, organization: Organization, name: str) -> Provider:
+    """The organization's provider called `name`; ProviderNotFound if it has none."""
+    try:
+        return Provider.objects.get(organization=organization, name=name)
+    except Provider.DoesNotExist:
+        raise ProviderNotFound(f"No provider named {name!r} in this organization") from None
 
 
 def provider_for_org(*, organization: Organization) -> Provider | None:

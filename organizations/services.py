@@ -1,18 +1,21 @@
-"""Writes and checks for organizations, members, API keys and provider credentials."""
+"""Writes and checks for organizations, members, API keys and providers."""
 
 import hmac
+import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet, RestrictedError
 from django.utils import timezone
 from django.utils.text import slugify
 
 from organizations import crypto, keys
+from organizations.errors import ProviderInUse
 from organizations.models import ApiKey, Membership, Organization, Provider
 from organizations.urlcheck import validate_upstream_base_url
 
@@ -59,15 +62,28 @@ def api_key_create(
     name: str = "",
     created_by: AbstractBaseUser | None = None,
     expires_in: timedelta | None = None,
+    expires_at: datetime | None = None,
+    scope: str = ApiKey.Scope.PROXY,
 ) -> CreatedApiKey:
+    """A new key, its raw form returned once. `expires_in` or `expires_at` (not both)
+    makes it expire; the admin `scope` also lets it manage the organization (/api).
+
+    Raises ValidationError on an unknown scope or both expiries."""
+    if scope not in ApiKey.Scope.values:
+        raise ValidationError(f"Unknown API key scope {scope!r}")
+    if expires_in is not None:
+        if expires_at is not None:
+            raise ValidationError("Give expires_in or expires_at, not both")
+        expires_at = timezone.now() + expires_in
     raw = keys.generate_key()
     api_key = ApiKey.objects.create(
         organization=organization,
         name=name,
         prefix=keys.lookup_prefix(raw),
         key_hash=keys.hash_key(raw),
+        scope=scope,
         created_by=created_by,
-        expires_at=timezone.now() + expires_in if expires_in is not None else None,
+        expires_at=expires_at,
     )
     return CreatedApiKey(api_key=api_key, raw_key=raw)
 
@@ -136,39 +152,147 @@ def api_key_authenticate(*, raw_key: str | None) -> AuthResult:
     return AuthResult(api_key, None)
 
 
-def provider_credential_set(
-    *, organization: Organization, kind: str, base_url: str, api_key: str | None
-) -> Provider:
-    """Create or replace the organization's default provider (named "default" when
-    created); `api_key=None` keeps the stored key.
+# Routes and commands write `NAME:MODEL`: no colon, no space, no leading "@" (an alias).
+PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
-    Raises ValidationError on a bad kind or URL, or a new provider without a key.
-    """
+
+def _provider_check(*, name: str, kind: str, base_url: str, api_version: str) -> str:
+    """Raise ValidationError unless these make a valid provider; returns the base URL
+    as stored (no trailing slash)."""
+    if not PROVIDER_NAME.fullmatch(name):
+        raise ValidationError(
+            f"Invalid provider name {name!r}: up to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit")
+    if kind not in Provider.Kind.values:
+        raise ValidationError(f"Unknown provider kind {kind!r}: one of "
+                              + ", ".join(Provider.Kind.values))
+    if kind == Provider.Kind.AZURE and not api_version:
+        raise ValidationError("An Azure OpenAI provider needs an api_version, e.g. 2024-10-21")
+    if kind != Provider.Kind.AZURE and api_version:
+        raise ValidationError("api_version applies to Azure OpenAI providers only")
     validate_upstream_base_url(
         base_url, allow_private=settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS
     )
-    if kind not in Provider.Kind.values:
-        raise ValidationError(f"Unknown provider kind {kind!r}")
-    fields: dict[str, str] = {"kind": kind, "base_url": base_url.rstrip("/")}
-    if api_key:
-        fields["api_key_encrypted"] = crypto.encrypt(api_key)
-        fields["api_key_last4"] = api_key[-4:]
+    return base_url.rstrip("/")
+
+
+def _providers_locked(organization: Organization, *, name: str,
+                      exclude_pk: int | None = None) -> QuerySet[Provider]:
+    """The organization's providers, its row locked so that writes deciding names and
+    the default run one at a time (call inside atomic). Raises ValidationError when
+    `name` is taken by another provider."""
+    Organization.objects.select_for_update().filter(pk=organization.pk).first()
+    providers = Provider.objects.filter(organization=organization)
+    if providers.filter(name=name).exclude(pk=exclude_pk).exists():
+        raise ValidationError(f"This organization already has a provider named {name!r}")
+    return providers
+
+
+def provider_add(
+    *,
+    organization: Organization,
+    name: str,
+    kind: str,
+    base_url: str,
+    api_key: str,
+    api_version: str = "",
+    enabled: bool = True,
+    is_default: bool = False,
+) -> Provider:
+    """Add an upstream to the organization, its key encrypted. It becomes the default
+    (the one that receives models without a route) when `is_default` is set or the
+    organization has no default yet.
+
+    Raises ValidationError on a bad name (or one taken), kind, URL or api_version, or
+    an empty key."""
+    base_url = _provider_check(name=name, kind=kind, base_url=base_url,
+                               api_version=api_version)
+    if not api_key:
+        raise ValidationError("A new provider needs an API key")
     with transaction.atomic():
-        provider = (Provider.objects.select_for_update()
-                    .filter(organization=organization, is_default=True).first())
-        if provider is None:
-            if not api_key:
-                raise ValidationError("A new provider credential needs an API key")
-            return Provider.objects.create(organization=organization, name="default",
-                                           is_default=True, **fields)
-        for name, value in fields.items():
-            setattr(provider, name, value)
-        provider.save(update_fields=[*fields, "updated_at"])
+        defaults = _providers_locked(organization, name=name).filter(is_default=True)
+        if is_default:
+            defaults.update(is_default=False)
+        else:
+            is_default = not defaults.exists()
+        return Provider.objects.create(
+            organization=organization, name=name, kind=kind, base_url=base_url,
+            api_key_encrypted=crypto.encrypt(api_key), api_key_last4=api_key[-4:],
+            api_version=api_version, enabled=enabled, is_default=is_default,
+        )
+
+
+def provider_update(
+    *,
+    provider: Provider,
+    name: str | None = None,
+    kind: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    api_version: str | None = None,
+    enabled: bool | None = None,
+    is_default: bool | None = None,
+) -> Provider:
+    """Change what is given (None keeps a field; an empty `api_key` keeps the key).
+    `is_default=True` moves the organization's default here; False leaves it without.
+
+    Raises ValidationError as provider_add does."""
+    changes: dict[str, object] = {
+        field: value for field, value in {
+            "name": name, "kind": kind, "base_url": base_url, "api_version": api_version,
+            "enabled": enabled, "is_default": is_default,
+        }.items() if value is not None
+    }
+    merged = {field: changes.get(field, getattr(provider, field))
+              for field in ("name", "kind", "base_url", "api_version")}
+    changes["base_url"] = _provider_check(**merged)
+    if api_key:
+        changes["api_key_encrypted"] = crypto.encrypt(api_key)
+        changes["api_key_last4"] = api_key[-4:]
+    with transaction.atomic():
+        providers = _providers_locked(provider.organization, name=merged["name"],
+                                      exclude_pk=provider.pk)
+        if changes.get("is_default"):
+            providers.filter(is_default=True).exclude(pk=provider.pk).update(is_default=False)
+        for field, value in changes.items():
+            setattr(provider, field, value)
+        provider.save(update_fields=[*changes, "updated_at"])
     return provider
 
 
+def provider_delete(*, provider: Provider) -> None:
+    """Delete the provider. Raises ProviderInUse while a route targets it."""
+    try:
+        provider.delete()
+    except RestrictedError as exc:
+        routes = sorted({target.route.name for target in exc.restricted_objects})
+        raise ProviderInUse(
+            f"Provider {provider.name!r} is a target of the route(s) "
+            + ", ".join(repr(name) for name in routes)
+            + ": remove it from them first") from None
+
+
+def provider_credential_set(
+    *, organization: Organization, kind: str, base_url: str, api_key: str | None
+) -> Provider:
+    """Create or replace the organization's default provider (created as "default");
+    `api_key=None` keeps the stored key. What the single-provider paths (set_provider,
+    the tests) call.
+
+    Raises ValidationError on a bad kind or URL, or a new provider without a key.
+    """
+    current = Provider.objects.filter(organization=organization, is_default=True).first()
+    if current is None:
+        if not api_key:
+            raise ValidationError("A new provider credential needs an API key")
+        return provider_add(organization=organization, name="default", kind=kind,
+                            base_url=base_url, api_key=api_key, is_default=True)
+    return provider_update(provider=current, kind=kind, base_url=base_url, api_key=api_key,
+                           api_version=None if kind == Provider.Kind.AZURE else "")
+
+
 def provider_credentials_rotate() -> int:
-    """Re-encrypt every provider key with the first configured key; returns the count."""
+    """Re-encrypt every provider's key with the first configured key; returns the count."""
     count = 0
     with transaction.atomic():
         for provider in Provider.objects.select_for_update():

@@ -26,6 +26,7 @@ from proxy.providers import UpstreamError
 from proxy.providers.base import close_sessions
 from proxy.record import Record
 from proxy.relay import BYPASS, MISS, Ask, ask_upstream, provider_or_refusal, send_hit
+from ratelimit.gate import RequestLimits, address_failed, address_refusal, client_address
 
 POST_ENDPOINTS = {
     "/v1/chat/completions": "chat/completions",
@@ -48,19 +49,31 @@ async def handle_post(scope, receive, send, endpoint: str) -> None:
             record.status = message["status"]
         await send(message)
 
+    limits = RequestLimits()
     try:
-        await answer_post(scope, receive, send_and_note, record)
+        await answer_post(scope, receive, send_and_note, record, limits)
     finally:
         record.emit()
+        limits.settle(model=record.model_used or record.model_requested, status=record.status,
+                      hit=record.cache_outcome.startswith("hit_"),
+                      prompt_tokens=record.prompt_tokens,
+                      completion_tokens=record.completion_tokens)
 
 
-async def answer_post(scope, receive, send, record: Record) -> None:
+async def answer_post(scope, receive, send, record: Record, limits: RequestLimits) -> None:
     headers = [(b"x-request-id", record.request_id.encode())]
     incoming = request_headers(scope)
 
-    # Who is calling.
+    # Who is calling. An address that keeps sending bad keys is refused from memory,
+    # before any lookup; each failure costs it one Redis call.
+    address = client_address(scope)
+    refused = address_refusal(address)
+    if refused is not None:
+        await respond(send, refused.status, refused.body, [*headers, *refused.headers])
+        return
     caller = await authenticate(api_key_from(incoming))
     if isinstance(caller, AuthFailure):
+        await address_failed(address)
         await respond_error(send, 401, "Invalid or missing API key", headers,
                             code="invalid_api_key")
         return
@@ -89,6 +102,16 @@ async def answer_post(scope, receive, send, record: Record) -> None:
     record.model_requested, record.streamed, record.cache_key = (
         request.model, request.stream, key_hash)
     record.cache_bypassed = controls.no_cache or controls.no_store
+
+    # May they: every limit and budget that applies, taken in one Redis round trip.
+    refused = await limits.take(org_id=caller.org_id, key_id=caller.key_id,
+                                endpoint=request.endpoint, body=request.body,
+                                body_size=len(raw_body), lease=record.request_id)
+    headers += limits.headers
+    if refused is not None:
+        record.error_type = refused.reason
+        await respond(send, refused.status, refused.body, [*headers, *refused.headers])
+        return
     ask = Ask(caller=caller, request=request, key_hash=key_hash, ttl=ttl,
               outcome=BYPASS if controls.no_cache else MISS)
 

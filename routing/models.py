@@ -45,9 +45,10 @@ class RouteTarget(models.Model):
     for this one when the snapshot is built."""
 
     route = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="targets")
-    # PROTECT: a provider in use is not deleted from under its routes.
+    # RESTRICT: a provider in use is not deleted from under its routes, yet goes with its
+    # organization (which takes the routes along).
     provider = models.ForeignKey("organizations.Provider", null=True, blank=True,
-                                 on_delete=models.PROTECT, related_name="targets")
+                                 on_delete=models.RESTRICT, related_name="targets")
     upstream_model = models.CharField(max_length=200)
     weight = models.PositiveIntegerField(default=1)
     priority = models.PositiveIntegerField(default=0)  # lower first

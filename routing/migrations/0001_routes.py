@@ -34,7 +34,7 @@ class Migration(migrations.Migration):
                 ('weight', models.PositiveIntegerField(default=1)),
                 ('priority', models.PositiveIntegerField(default=0)),
                 ('enabled', models.BooleanField(default=True)),
-                ('provider', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='targets', to='organizations.provider')),
+                ('provider', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.RESTRICT, related_name='targets', to='organizations.provider')),
                 ('route', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='targets', to='routing.modelroute')),
             ],
             options={
