@@ -256,6 +256,9 @@ COGNITUDE_RESPONSE_AFFINITY_SECONDS = _env_value("COGNITUDE_RESPONSE_AFFINITY_SE
                                                  30 * 24 * 3600)
 if COGNITUDE_ROUTE_RETRIES < 0:
     raise ImproperlyConfigured("COGNITUDE_ROUTE_RETRIES must be 0 or more")
+# Anthropic requires max_tokens; a chat request that names none gets this many.
+COGNITUDE_ANTHROPIC_DEFAULT_MAX_TOKENS = _env_value("COGNITUDE_ANTHROPIC_DEFAULT_MAX_TOKENS",
+                                                    int, 4096)
 # Limits and budgets (ratelimit/). Their counters belong in a Redis that never evicts
 # (docker-compose gives them one, noeviction); by default they share the hot tier's,
 # whose LRU may drop a window's counts under memory pressure (budgets are then rebuilt
@@ -292,7 +295,8 @@ for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPST
               "COGNITUDE_BREAKER_FAILURES", "COGNITUDE_BREAKER_COOLDOWN_SECONDS",
               "COGNITUDE_ROUTE_TIME_BUDGET_SECONDS", "COGNITUDE_ROUTE_BACKOFF_SECONDS",
               "COGNITUDE_RESPONSE_AFFINITY_SECONDS", "COGNITUDE_LIMITS_REDIS_TIMEOUT",
-              "COGNITUDE_LIMITS_CACHE_SECONDS", "COGNITUDE_LIMITS_LEASE_SECONDS"):
+              "COGNITUDE_LIMITS_CACHE_SECONDS", "COGNITUDE_LIMITS_LEASE_SECONDS",
+              "COGNITUDE_ANTHROPIC_DEFAULT_MAX_TOKENS"):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be positive")
 
