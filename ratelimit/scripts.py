@@ -1,0 +1,146 @@
+"""The two Lua scripts every limited request runs: one to take, one to settle.
+
+`RESERVE` checks every limit and budget of a request and takes them all or none, in
+one round trip, atomic across every gateway process and machine (Redis runs a script
+alone). The clock is the Redis server's (TIME), so machines whose clocks disagree
+still share one window.
+
+Kinds of check, five ARGV values each after the two leading ones (lease id, lease ms):
+
+- `g`, a rate (requests per minute or day, tokens per minute): GCRA, the generic cell
+  rate algorithm. The key holds the theoretical arrival time (TAT, ms); a limit of n per
+  period P lets a request of cost c through when TAT + c·P/n - P <= now, so n fit in a
+  burst and then one every P/n: no fixed window, no 2× at a boundary.
+  ARGV: 'g', n, P, c, ''.
+- `c`, concurrent requests: a sorted set of leases scored by expiry. Expired leases are
+  dropped first, so a process that died holding slots gives them back after the lease
+  time, never leaks them forever. ARGV: 'c', n, '', '', ''.
+- `b`, a budget: a hash {s: spend so far (units of 1e-8 USD, reservations included),
+  g: generation, x: crossed}. Missing means Redis lost it (flushed, restarted, evicted):
+  the script then takes nothing and returns the indexes to seed; the caller sums the
+  period's spend from PostgreSQL and runs it again with ARGV seed and generation. A
+  hard budget refuses while s >= cap, so concurrent requests overrun it by at most one
+  reservation. ARGV: 'b', cap, estimate, hard (1/0), seed ('' or "spend:generation:ttl").
+
+Returns {-1, i, ...} (seed budgets i first), or 5 values per check: ok (1/0), remaining,
+reset ms, retry ms, generation.
+"""
+
+RESERVE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local lease, lease_ms = ARGV[1], tonumber(ARGV[2])
+local out, missing, take = {}, {}, {}
+local all_ok = true
+for i = 1, #KEYS do
+  local at = 2 + (i - 1) * 5
+  local kind, n = ARGV[at + 1], tonumber(ARGV[at + 2])
+  local key = KEYS[i]
+  local ok, remaining, reset, retry, gen = 1, 0, 0, 0, ''
+  if kind == 'g' then
+    local period, cost = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+    local step = period / n
+    local tat = tonumber(redis.call('GET', key)) or now
+    if tat < now then tat = now end
+    local after = tat + cost * step
+    if after - period > now then
+      ok, retry = 0, math.ceil(after - period - now)
+      remaining, reset = math.floor((period - (tat - now)) / step), math.ceil(tat - now)
+    else
+      take[i] = after
+      remaining, reset = math.floor((period - (after - now)) / step), math.ceil(after - now)
+    end
+  elseif kind == 'c' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    local count = redis.call('ZCARD', key)
+    if count >= n then ok, remaining = 0, 0 else remaining = n - count - 1; take[i] = true end
+  else
+    local found = redis.call('HMGET', key, 's', 'g')
+    local spent = found[1]
+    gen = found[2] or ''
+    if not spent then
+      local seed = ARGV[at + 5]
+      if seed == '' then
+        missing[#missing + 1] = i
+      else
+        local s, g, ttl = string.match(seed, '^([^:]+):([^:]+):([^:]+)$')
+        redis.call('HSET', key, 's', s, 'g', g)
+        redis.call('EXPIRE', key, ttl)
+        spent, gen = s, g
+      end
+    end
+    if spent then
+      spent = tonumber(spent)
+      remaining = n - spent
+      if ARGV[at + 4] == '1' and spent >= n then ok = 0 else take[i] = tonumber(ARGV[at + 3]) end
+    end
+  end
+  if ok == 0 then all_ok = false end
+  out[#out + 1] = ok
+  out[#out + 1] = remaining
+  out[#out + 1] = reset
+  out[#out + 1] = retry
+  out[#out + 1] = gen
+end
+if #missing > 0 then
+  table.insert(missing, 1, -1)
+  return missing
+end
+if all_ok then
+  for i, value in pairs(take) do
+    local kind, key = ARGV[2 + (i - 1) * 5 + 1], KEYS[i]
+    if kind == 'g' then
+      if value > now then
+        redis.call('SET', key, string.format('%.3f', value), 'PX', math.ceil(value - now))
+      end
+    elseif kind == 'c' then
+      redis.call('ZADD', key, now + lease_ms, lease)
+      redis.call('PEXPIRE', key, lease_ms)
+    elseif value > 0 then
+      redis.call('HINCRBY', key, 's', value)
+    end
+  end
+end
+return out
+"""
+
+# Settles what requests took, many at once (a flush batches one organization's): four
+# ARGV values per key.
+# - 'g', ms per unit, delta units (negative gives back what was not used), ''
+# - 'c', lease id, '', ''                     (the request is over: free its slot)
+# - 'b', delta units, cap, generation         (reservation -> real cost)
+# A budget whose generation changed (Redis lost it and it was rebuilt from the records
+# meanwhile) is left alone: the rebuilt spend does not hold this reservation, and the
+# request's real cost reaches it through its record. Returns {i, spend} for each budget
+# whose spend reached its cap here for the first time in its period.
+SETTLE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local crossed = {}
+for i = 1, #KEYS do
+  local at = (i - 1) * 4
+  local kind, key = ARGV[at + 1], KEYS[i]
+  if kind == 'g' then
+    local step, delta = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+    local tat = tonumber(redis.call('GET', key))
+    if tat or delta > 0 then
+      if not tat or tat < now then tat = now end
+      local after = tat + delta * step
+      if after > now then
+        redis.call('SET', key, string.format('%.3f', after), 'PX', math.ceil(after - now))
+      else
+        redis.call('DEL', key)
+      end
+    end
+  elseif kind == 'c' then
+    redis.call('ZREM', key, ARGV[at + 2])
+  elseif redis.call('HGET', key, 'g') == ARGV[at + 4] then
+    local spent = redis.call('HINCRBY', key, 's', ARGV[at + 2])
+    if spent >= tonumber(ARGV[at + 3]) and redis.call('HSETNX', key, 'x', 1) == 1 then
+      crossed[#crossed + 1] = i
+      crossed[#crossed + 1] = spent
+    end
+  end
+end
+return crossed
+"""

@@ -1,0 +1,190 @@
+"""The limit store's semantics, the same for the limits Redis (the Lua scripts, on a real
+Redis) and for a process's memory (embedded mode and fail-open)."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from ratelimit.store import (
+    BUDGET,
+    CONCURRENCY,
+    RATE,
+    Check,
+    LocalLimiter,
+    NeedSeeds,
+    RedisLimiter,
+    Seed,
+    Settlement,
+)
+from tests.conftest import TEST_REDIS_URL
+
+MINUTE = 60_000
+
+
+@pytest.fixture(params=["redis", "local"])
+def store(request, clean_redis):
+    if request.param == "local":
+        return lambda: LocalLimiter()
+    return lambda: RedisLimiter(TEST_REDIS_URL, timeout=2.0, breaker_seconds=1.0)
+
+
+def run(store_factory, steps):
+    """Run `steps(store)` on a fresh store in its own loop (redis clients are per loop)."""
+    async def main():
+        store = store_factory()
+        try:
+            return await steps(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def key(name: str) -> str:
+    return f"rl:{{t{uuid.uuid4().hex[:8]}}}:{name}"
+
+
+async def reserve(store, checks, lease="lease", lease_ms=60_000, seeds=None):
+    return await store.reserve(checks, lease=lease, lease_ms=lease_ms, seeds=seeds or {})
+
+
+def test_it_lets_a_burst_of_n_through_then_one_per_interval(store):
+    rpm = Check(key("rpm"), RATE, 3, MINUTE, 1)
+
+    async def steps(s):
+        return [await reserve(s, [rpm]) for _ in range(4)]
+
+    answers = run(store, steps)
+    assert [a[0].ok for a in answers] == [True, True, True, False]
+    assert [a[0].remaining for a in answers[:3]] == [2, 1, 0]
+    # The next one fits when one interval (60 s / 3) has passed since the first.
+    assert 19_000 < answers[3][0].retry_ms <= 20_000
+    assert 59_000 < answers[2][0].reset_ms <= 60_000
+
+
+def test_it_takes_every_check_or_none(store):
+    roomy = Check(key("roomy"), RATE, 100, MINUTE, 1)
+    tight = Check(key("tight"), RATE, 1, MINUTE, 1)
+
+    async def steps(s):
+        first = await reserve(s, [roomy, tight])
+        refused = await reserve(s, [roomy, tight])
+        alone = await reserve(s, [roomy])
+        return first, refused, alone
+
+    first, refused, alone = run(store, steps)
+    assert [o.ok for o in first] == [True, True]
+    assert [o.ok for o in refused] == [True, False]
+    # The refused request took nothing from the limit it passed.
+    assert alone[0].remaining == 98
+
+
+def test_it_gives_back_unused_tokens(store):
+    tpm = Check(key("tpm"), RATE, 1000, MINUTE, 600)
+
+    async def steps(s):
+        await reserve(s, [tpm])
+        refused = await reserve(s, [tpm])
+        await s.settle([[Settlement(tpm, delta=-550)]])  # used 50 of the 600 reserved
+        return refused, await reserve(s, [tpm])
+
+    refused, after = run(store, steps)
+    assert not refused[0].ok
+    assert after[0].ok
+    assert 340 <= after[0].remaining <= 352  # 1000 - 50 - 600, plus a little refill
+
+
+def test_it_holds_concurrency_and_frees_slots(store):
+    slots = Check(key("conc"), CONCURRENCY, 2)
+
+    async def steps(s):
+        a = await reserve(s, [slots], lease="a")
+        b = await reserve(s, [slots], lease="b")
+        refused = await reserve(s, [slots], lease="c")
+        await s.settle([[Settlement(slots, lease="a")]])
+        c = await reserve(s, [slots], lease="c")
+        return a, b, refused, c
+
+    a, b, refused, c = run(store, steps)
+    assert (a[0].ok, b[0].ok, refused[0].ok, c[0].ok) == (True, True, False, True)
+    assert (a[0].remaining, b[0].remaining) == (1, 0)
+
+
+def test_it_takes_back_leases_a_dead_process_left(store):
+    slots = Check(key("conc"), CONCURRENCY, 1)
+
+    async def steps(s):
+        held = await reserve(s, [slots], lease="dead", lease_ms=200)
+        refused = await reserve(s, [slots], lease="next")
+        await asyncio.sleep(0.3)  # the holder never settles: its lease runs out
+        return held, refused, await reserve(s, [slots], lease="next")
+
+    held, refused, later = run(store, steps)
+    assert (held[0].ok, refused[0].ok, later[0].ok) == (True, False, True)
+
+
+def test_it_asks_for_a_budget_seed_and_takes_nothing_until_given(store):
+    rpm = Check(key("rpm"), RATE, 10, MINUTE, 1)
+    budget = Check(key("budget"), BUDGET, 1000, cost=300)
+
+    async def steps(s):
+        missing = await reserve(s, [rpm, budget])
+        seeded = await reserve(s, [rpm, budget], seeds={1: Seed(500, 3600)})
+        return missing, seeded
+
+    missing, seeded = run(store, steps)
+    assert missing == NeedSeeds([1])
+    assert [o.ok for o in seeded] == [True, True]
+    assert seeded[0].remaining == 9  # the first call took nothing
+    assert seeded[1].remaining == 500  # cap - spent before this request
+
+
+def test_it_refuses_a_spent_hard_budget_and_lets_a_soft_one_through(store):
+    hard = Check(key("hard"), BUDGET, 1000, cost=300)
+    soft = Check(key("soft"), BUDGET, 1000, cost=300, soft=True)
+
+    async def steps(s):
+        seeds = {0: Seed(900, 3600)}
+        first = await reserve(s, [hard], seeds=seeds)  # 900 < 1000: admitted, now 1200
+        second = await reserve(s, [hard])
+        softs = [await reserve(s, [soft], seeds={0: Seed(900, 3600)}) for _ in range(2)]
+        return first, second, softs
+
+    first, second, softs = run(store, steps)
+    assert first[0].ok and not second[0].ok
+    assert second[0].remaining == -200
+    assert all(answer[0].ok for answer in softs)
+
+
+def test_it_reports_a_crossing_once_per_period(store):
+    budget = Check(key("budget"), BUDGET, 1000, cost=100, soft=True)
+
+    async def steps(s):
+        crossings = []
+        for real in (100, 950, 50):
+            [outcome] = await reserve(s, [budget], seeds={0: Seed(0, 3600)})
+            crossings += await s.settle([[Settlement(budget, delta=real - 100,
+                                                     generation=outcome.generation)]])
+        return crossings
+
+    assert run(store, steps) == [[], [(0, 1050)], []]
+
+
+def test_it_leaves_a_rebuilt_budget_alone_when_an_old_reservation_settles(store):
+    budget = Check(key("budget"), BUDGET, 10_000, cost=300)
+
+    async def steps(s):
+        [old] = await reserve(s, [budget], seeds={0: Seed(0, 3600)})
+        # Redis loses the counter; it is rebuilt from the records, without the
+        # reservation in flight.
+        if isinstance(s, RedisLimiter):
+            await s._client.delete(budget.key)
+        else:
+            s._budgets.clear()
+        await reserve(s, [budget], seeds={0: Seed(1000, 3600)})  # spend 1000 + 300
+        await s.settle([[Settlement(budget, delta=-300, generation=old.generation)]])
+        return await reserve(s, [budget])
+
+    [after] = run(store, steps)
+    assert after.remaining == 10_000 - 1300
