@@ -1,25 +1,17 @@
 """The analytics API: one APIView per operation, always about one organization.
 
-Who may ask: an organization's API key (the key decides the organization), or a
-logged-in member (the organization is `?org=<slug>`, optional for a member of only
-one). Any other organization is a 404, so nobody learns which slugs exist.
-Errors have OpenAI's shape, like every other JSON endpoint of the gateway.
+Who may ask, and the errors' shape: organizations.api (any API key of the organization,
+or a member).
 """
 
 from datetime import timedelta
 
-from django.http import HttpResponse
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, serializers
-from rest_framework.authentication import SessionAuthentication
-from rest_framework.permissions import BasePermission
-from rest_framework.renderers import JSONRenderer
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from analytics.authentication import ApiKeyAuthentication
 from analytics.recommendations import recommendations_for
 from analytics.selectors import (
     BREAKDOWNS,
@@ -28,99 +20,13 @@ from analytics.selectors import (
     usage_summary,
     usage_timeseries,
 )
-from cognitude.errors import error_body
-from organizations.errors import OrganizationNotChosen, OrganizationNotFound
-from organizations.models import ApiKey, Organization
-from organizations.selectors import organization_for_member
+from organizations.api import ORG_PARAMETER, OrganizationApi
+from organizations.api import choices_message as _choices_message
 
 PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_RANGE = timedelta(days=400)
 MAX_BUCKETS = 2000
 RECOMMENDATION_DAYS = (7, 30)
-
-ORG_PARAMETER = OpenApiParameter(
-    "org", str, description="Organization slug, for a logged-in member of several "
-    "organizations. With an API key it may only name the key's own organization.",
-)
-
-
-def _choices_message(choices) -> str:
-    return "must be one of " + ", ".join(str(c) for c in choices) + " (got {input!r})"
-
-
-def _json_error(status: int, message: str, *, code: str | None = None,
-                param: str | None = None) -> HttpResponse:
-    return HttpResponse(error_body(status, message, code=code, param=param), status=status,
-                        content_type="application/json")
-
-
-def _validation_message(detail) -> tuple[str, str | None]:
-    """The first problem of a serializer's errors, as (message, param)."""
-    if isinstance(detail, dict):
-        field, errors = next(iter(detail.items()))
-        message, _ = _validation_message(errors)
-        if field == "non_field_errors":
-            return message, None
-        return f"{field}: {message}", field
-    if isinstance(detail, list) and detail:
-        return _validation_message(detail[0])
-    return str(detail), None
-
-
-def api_exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
-    """DRF's errors in OpenAI's shape; anything else is left to Django (a 500)."""
-    if isinstance(exc, OrganizationNotFound):
-        return _json_error(404, str(exc), code="not_found")
-    if isinstance(exc, exceptions.ValidationError):
-        message, param = _validation_message(exc.detail)
-        return _json_error(400, message, code="invalid_parameter", param=param)
-    if isinstance(exc, exceptions.APIException):
-        codes = exc.get_codes()
-        response = _json_error(exc.status_code, str(exc.detail),
-                               code=codes if isinstance(codes, str) else None)
-        if getattr(exc, "auth_header", None):
-            response["WWW-Authenticate"] = exc.auth_header
-        return response
-    return None
-
-
-class IsMemberOrApiKey(BasePermission):
-    def has_permission(self, request: Request, view) -> bool:
-        return isinstance(request.auth, ApiKey) or bool(
-            request.user and request.user.is_authenticated
-        )
-
-
-def organization_for_request(request: Request) -> Organization:
-    """The organization this request may read: the key's, or one of the user's."""
-    slug = request.query_params.get("org") or None
-    if isinstance(request.auth, ApiKey):
-        organization = request.auth.organization
-        if slug is not None and slug != organization.slug:
-            raise OrganizationNotFound("No such organization")
-        return organization
-    try:
-        return organization_for_member(user=request.user, slug=slug)
-    except OrganizationNotChosen:
-        raise exceptions.ValidationError(
-            {"org": ["required: you are a member of several organizations"]}
-        ) from None
-
-
-class OrganizationApi(APIView):
-    """Authentication, the organization, and OpenAI-style errors for the views below."""
-
-    authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
-    permission_classes = [IsMemberOrApiKey]
-    renderer_classes = [JSONRenderer]
-    organization: Organization
-
-    def initial(self, request: Request, *args, **kwargs) -> None:
-        super().initial(request, *args, **kwargs)
-        self.organization = organization_for_request(request)
-
-    def get_exception_handler(self):
-        return api_exception_handler
 
 
 class RangeInputSerializer(serializers.Serializer):

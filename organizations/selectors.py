@@ -10,7 +10,9 @@ from organizations.errors import (
     OrganizationNotFound,
     ProviderNotFound,
 )
-from organizations.models import ApiKey, Organization, Provider
+from organizations.models import ApiKey, Membership, Organization, Provider
+
+MANAGER_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
 
 
 def organizations_for_user(*, user: AbstractBaseUser) -> QuerySet[Organization]:
@@ -33,6 +35,11 @@ def organization_for_member(*, user: AbstractBaseUser, slug: str | None = None) 
     if len(found) > 1:
         raise OrganizationNotChosen("You are a member of several organizations")
     return found[0]
+
+
+def member_can_manage(*, organization: Organization) -> bool:
+    """True when the member who loaded it (organization_for_member) is owner or admin."""
+    return getattr(organization, "member_role", None) in MANAGER_ROLES
 
 
 def organization_get_by_slug(*, slug: str) -> Organization:

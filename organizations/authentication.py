@@ -1,4 +1,4 @@
-"""DRF authentication by an organization's API key, for apps reading their analytics.
+"""DRF authentication by an organization's API key, for the management and analytics APIs.
 
 The key decides the organization: `request.auth` is the `ApiKey`, `request.user` stays
 anonymous. Without a key header DRF goes on to the session (organization members).
@@ -33,9 +33,11 @@ class ApiKeyAuthentication(BaseAuthentication):
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "analytics.authentication.ApiKeyAuthentication"
+    target_class = "organizations.authentication.ApiKeyAuthentication"
     name = "apiKey"
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer",
-                "description": "An organization API key (cog_...), also accepted as X-API-Key."}
+                "description": "An organization API key (cog_...), also accepted as "
+                               "X-API-Key. Managing (providers, routes, keys) needs an "
+                               "admin-scoped key."}
