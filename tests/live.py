@@ -40,7 +40,9 @@ class Gateway:
         stop_process(self.process)
 
 
-def start_gateway(env: dict[str, str], *, timeout: float = 20.0) -> Gateway:
+def start_gateway(env: dict[str, str], *, timeout: float = 20.0,
+                  args: tuple[str, ...] = ()) -> Gateway:
+    """The gateway under uvicorn; `args` are uvicorn's own (`("--workers", "2")`)."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -57,7 +59,7 @@ def start_gateway(env: dict[str, str], *, timeout: float = 20.0) -> Gateway:
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "cognitude.asgi:application", "--host", HOST,
          "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-         "--no-access-log", "--log-level", "warning"],
+         "--no-access-log", "--log-level", "warning", *args],
         cwd=PROJECT_DIR, env=full_env,
     )
     url = f"http://{HOST}:{port}"
