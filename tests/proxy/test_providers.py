@@ -7,8 +7,16 @@ import orjson
 import pytest
 from aiohttp import web
 
+from proxy.providers import ProviderConfig, provider_for
 from proxy.providers.base import UpstreamError, close_sessions, session
 from proxy.providers.openai import OpenAIProvider
+
+
+def openai_at(base_url: str) -> OpenAIProvider:
+    provider = provider_for(ProviderConfig(id=1, name="test", kind="openai", base_url=base_url,
+                                           api_key="sk-test"))
+    assert isinstance(provider, OpenAIProvider)
+    return provider
 
 
 async def _serve(handler, path: str = "/v1/chat/completions") -> tuple[web.AppRunner, str]:
@@ -56,8 +64,8 @@ def test_it_relays_an_sse_event_longer_than_aiohttps_line_limit(settings):
     async def run() -> list[bytes]:
         runner, base_url = await _serve(handler)
         try:
-            provider = OpenAIProvider(base_url=base_url, api_key="sk-test")
-            async with provider.stream("/chat/completions", b"{}") as upstream:
+            provider = openai_at(base_url)
+            async with provider.stream("chat/completions", {}) as upstream:
                 assert upstream.status == 200
                 return [line async for line in upstream.lines]
         finally:
@@ -80,8 +88,8 @@ def test_it_hands_back_an_upstream_error_body_whole(settings, status):
     async def run():
         runner, base_url = await _serve(handler)
         try:
-            provider = OpenAIProvider(base_url=base_url, api_key="sk-test")
-            async with provider.stream("/chat/completions", b"{}") as upstream:
+            provider = openai_at(base_url)
+            async with provider.stream("chat/completions", {}) as upstream:
                 return upstream.status, upstream.body, upstream.lines
         finally:
             await close_sessions()
@@ -95,10 +103,10 @@ def test_it_hands_back_an_upstream_error_body_whole(settings, status):
 async def _ask(provider: OpenAIProvider, way: str):
     """One upstream call the way the gateway makes it: JSON, streamed, or the model list."""
     if way == "send":
-        return await provider.send("/chat/completions", b"{}")
+        return await provider.send("chat/completions", {}, b"{}")
     if way == "models":
-        return await provider.send("/models", None)
-    async with provider.stream("/chat/completions", b"{}") as upstream:
+        return await provider.send("models", {})
+    async with provider.stream("chat/completions", {}) as upstream:
         return upstream.status, upstream.body, upstream.lines and [
             line async for line in upstream.lines]
 
@@ -120,8 +128,7 @@ def test_it_does_not_follow_an_upstream_redirect(settings, status, way):
 
         runner, base_url = await _serve(redirect, "/v1/{tail:.*}")
         try:
-            provider = OpenAIProvider(base_url=base_url, api_key="sk-test")
-            return await _ask(provider, way)
+            return await _ask(openai_at(base_url), way)
         finally:
             await close_sessions()
             await runner.cleanup()
@@ -173,7 +180,7 @@ def test_it_refuses_a_private_base_url_when_the_request_is_made(settings, host, 
         runner, base_url = await _serve(secret.handler, "/{tail:.*}")
         base_url = base_url.replace("127.0.0.1", host)
         try:
-            return await _ask(OpenAIProvider(base_url=base_url, api_key="sk-test"), way)
+            return await _ask(openai_at(base_url), way)
         finally:
             await close_sessions()
             await runner.cleanup()
