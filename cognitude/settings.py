@@ -338,9 +338,11 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cognitude management API",
-    "DESCRIPTION": "Analytics and recommendations for one organization, by its API key "
-                   "or a member's session. The /v1 proxy is OpenAI's API and is not "
-                   "described here.",
+    "DESCRIPTION": "One organization's analytics and recommendations, and the management "
+                   "of its providers, model routes and API keys, by its API key or a "
+                   "member's session (managing takes an admin-scoped key, or an owner or "
+                   "admin to write). The /v1 proxy is OpenAI's API and is not described "
+                   "here.",
     "VERSION": COGNITUDE_VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
 }

@@ -23,6 +23,8 @@ urlpatterns = [
          name="password_change_done"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/", include("analytics.urls")),
+    path("api/", include("organizations.urls")),
+    path("api/", include("routing.urls")),
     path("", include("caching.urls")),
     path("", include("dashboard.urls")),
 ]

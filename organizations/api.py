@@ -48,8 +48,12 @@ def _validation_message(detail, path: str = "") -> tuple[str, str | None] | None
     items of a list of objects come as empty dicts)."""
     if isinstance(detail, dict):
         for field, errors in detail.items():
-            inner = path if field == "non_field_errors" else (
-                f"{path}.{field}" if path else str(field))
+            if field == "non_field_errors":
+                inner = path
+            elif isinstance(field, int):  # a ListField's item
+                inner = f"{path}[{field}]"
+            else:
+                inner = f"{path}.{field}" if path else field
             found = _validation_message(errors, inner)
             if found is not None:
                 return found
