@@ -1,7 +1,8 @@
-"""Prometheus metrics for the gateway and the event pipeline.
+"""Prometheus metrics of the gateway's requests, and the /metrics view (which serves
+the pipeline's too).
 
-The /v1 request path never touches these: the buffer's flusher thread counts requests
-from the request events it already handles, once per flush. With PROMETHEUS_MULTIPROC_DIR
+The /v1 request path never touches these: the event flusher counts requests from the
+request events it already handles, once per flush. With PROMETHEUS_MULTIPROC_DIR
 set (several web processes, a worker on the same host) prometheus-client keeps the values
 in files there and `/metrics` sums them; without it, this process's registry is served.
 """
@@ -11,12 +12,14 @@ import hmac
 import os
 from collections import Counter as Tally
 from collections.abc import Iterable
-from typing import Any
 
 import prometheus_client
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+
+from analytics.events import RequestEvent
+from caching.outcomes import UPSTREAM_OUTCOMES
 
 REQUESTS = Counter("cognitude_requests", "Proxied requests, by cache outcome and HTTP status",
                    ["outcome", "status"])
@@ -28,44 +31,24 @@ LATENCY = Histogram("cognitude_request_duration_seconds",
 UPSTREAM_ERRORS = Counter("cognitude_upstream_errors",
                           "Requests the upstream provider failed, by provider and error",
                           ["provider", "error"])
-BUFFER_DEPTH = Gauge("cognitude_event_buffer_depth",
-                     "Events waiting in the in-process buffer at the last flush",
-                     multiprocess_mode="livesum")
-SPOOL_DEPTH = Gauge("cognitude_event_spool_depth",
-                    "Events in the local spool, waiting for the broker",
-                    multiprocess_mode="livesum")
-EVENTS_PUBLISHED = Counter("cognitude_events_published", "Events handed to the broker",
-                           ["kind"])
-EVENTS_SPOOLED = Counter("cognitude_events_spooled",
-                         "Events written to the local spool because the broker did not take them",
-                         ["kind"])
-EVENTS_DROPPED = Counter("cognitude_events_dropped",
-                         "Events given up on: their batch could not be stored (see the log)",
-                         ["kind"])
-EVENTS_WRITTEN = Counter("cognitude_events_written",
-                         "Events stored by the pipeline's tasks (a redelivered event counts "
-                         "again; its row does not repeat)", ["task"])
-
-# Outcomes where the gateway asked upstream, so a failure is the upstream's.
-_UPSTREAM_OUTCOMES = frozenset({"miss", "bypass"})
 # Errors that are not the upstream's fault.
 _NOT_UPSTREAM = frozenset({"", "client_disconnected"})
 
 
-def requests_observe(events: Iterable[dict[str, Any]]) -> None:
-    """Count a flush's worth of request events: one counter update per label set, one
-    histogram observation per request."""
+def requests_observe(events: Iterable[RequestEvent]) -> None:
+    """Count a flush's worth of request events (the pipeline's observer of the kind):
+    one counter update per label set, one histogram observation per request."""
     outcomes: Tally[tuple[str, int]] = Tally()
     upstream_errors: Tally[tuple[str, str]] = Tally()
     latencies: dict[str, list[float]] = {}
     for event in events:
-        outcome, status = event["cache_outcome"], event["status"]
+        outcome, status = event.cache_outcome, event.status
         outcomes[(outcome, status)] += 1
-        latencies.setdefault(outcome, []).append(event["latency_ms"] / 1000)
-        if outcome in _UPSTREAM_OUTCOMES and (
-            status >= 500 or event["error_type"] not in _NOT_UPSTREAM
+        latencies.setdefault(outcome, []).append(event.latency_ms / 1000)
+        if outcome in UPSTREAM_OUTCOMES and (
+            status >= 500 or event.error_type not in _NOT_UPSTREAM
         ):
-            upstream_errors[(event["provider"], event["error_type"] or f"http_{status}")] += 1
+            upstream_errors[(event.provider, event.error_type or f"http_{status}")] += 1
     for (outcome, status), count in outcomes.items():
         REQUESTS.labels(outcome, str(status)).inc(count)
     for outcome, seconds in latencies.items():
@@ -76,33 +59,9 @@ def requests_observe(events: Iterable[dict[str, Any]]) -> None:
         UPSTREAM_ERRORS.labels(provider, error).inc(count)
 
 
-def buffer_depth(events: int) -> None:
-    BUFFER_DEPTH.set(events)
-
-
-def spool_depth(events: int) -> None:
-    SPOOL_DEPTH.set(events)
-
-
-def events_published(kind: str, count: int) -> None:
-    EVENTS_PUBLISHED.labels(kind).inc(count)
-
-
-def events_spooled(kind: str, count: int) -> None:
-    EVENTS_SPOOLED.labels(kind).inc(count)
-
-
-def events_dropped(kind: str, count: int) -> None:
-    EVENTS_DROPPED.labels(kind).inc(count)
-
-
-def events_written(task: str, count: int) -> None:
-    EVENTS_WRITTEN.labels(task).inc(count)
-
-
 def _forget_this_process() -> None:
-    """Drop this process's live gauges (buffer and spool depth) from the shared files,
-    so a process that has exited stops adding to the sums."""
+    """Drop this process's live gauges (the pipeline's buffer and spool depth) from the
+    shared files, so a process that has exited stops adding to the sums."""
     multiprocess.mark_process_dead(os.getpid())
 
 

@@ -1,5 +1,6 @@
 from django.db import models
 
+from caching.outcomes import CacheOutcome
 from organizations.models import ApiKey, Organization
 
 # HourlyLatency's buckets: LATENCY_BUCKETS_PER_OCTAVE per doubling from LATENCY_FLOOR_MS.
@@ -45,15 +46,6 @@ class ModelPrice(models.Model):
 
 class RequestLog(models.Model):
     """One row per proxied request, written in batches by the event pipeline."""
-
-    class CacheOutcome(models.TextChoices):
-        HIT_REDIS = "hit_redis", "hit (Redis)"
-        HIT_MEMORY = "hit_memory", "hit (in-process)"
-        HIT_POSTGRES = "hit_postgres", "hit (PostgreSQL)"
-        HIT_COALESCED = "hit_coalesced", "hit (coalesced)"
-        MISS = "miss"
-        BYPASS = "bypass"
-        NONE = "none", "not looked up"
 
     request_id = models.CharField(max_length=32, unique=True)
     organization = models.ForeignKey(

@@ -30,12 +30,12 @@ from analytics.selectors import (
     percentiles_in_sql,
 )
 from caching.models import CacheEntry
+from caching.outcomes import UPSTREAM_OUTCOMES, CacheOutcome
 from organizations.models import Organization
 
-Outcome = RequestLog.CacheOutcome
 CENT = Decimal("0.01")
 # Misses and bypasses went to the provider; hits did not, nor requests refused before.
-ASKED_UPSTREAM = Q(cache_outcome__in=(Outcome.MISS, Outcome.BYPASS))
+ASKED_UPSTREAM = Q(cache_outcome__in=UPSTREAM_OUTCOMES)
 
 # Below these counts in the window a pattern is noise, not advice.
 MIN_REQUESTS = 20
@@ -131,7 +131,7 @@ def _totals_by_provider(window: Window) -> list[dict]:
     """The counts several rules need, per provider, in one pass over the window."""
     aggregates: dict[str, Any] = {
         "hits": Count("id", filter=HIT),
-        "postgres_hits": Count("id", filter=Q(cache_outcome=Outcome.HIT_POSTGRES)),
+        "postgres_hits": Count("id", filter=Q(cache_outcome=CacheOutcome.HIT_POSTGRES)),
         "upstream_requests": Count("id", filter=ASKED_UPSTREAM),
         "errors": Count("id", filter=ASKED_UPSTREAM & (Q(status__gte=500) | Q(status=0))),
         "streamed_unpriced": Count("id", filter=UNPRICED & Q(streamed=True)),
@@ -290,12 +290,12 @@ def _bypassed_repeats(window: Window) -> list[Recommendation]:
 def _repeat_gaps(window: Window) -> list[float]:
     """Seconds since the previous request with the same key, for PostgreSQL hits."""
     logs = window.logs()
-    keys = _sample_keys(logs.filter(cache_outcome=Outcome.HIT_POSTGRES), REPEAT_SAMPLE)
+    keys = _sample_keys(logs.filter(cache_outcome=CacheOutcome.HIT_POSTGRES), REPEAT_SAMPLE)
     gaps, previous = [], {}
     rows = (logs.filter(cache_key__in=keys).order_by("cache_key", "created_at")
             .values_list("cache_key", "created_at", "cache_outcome"))
     for key, created_at, outcome in rows:
-        if outcome == Outcome.HIT_POSTGRES and key in previous:
+        if outcome == CacheOutcome.HIT_POSTGRES and key in previous:
             gaps.append((created_at - previous[key]).total_seconds())
         previous[key] = created_at
     return gaps

@@ -12,7 +12,7 @@ are the same as over the records. Over long ranges of many requests the summary'
 percentiles are estimated from the rollup's latency histogram (usage_summary says when).
 
 Definitions shared by all three:
-- a hit is any cache_outcome hit_* (Redis, PostgreSQL, in-process, coalesced);
+- a hit is any hit outcome (caching.outcomes: Redis, PostgreSQL, in-process, coalesced);
 - hit_rate = hits / (hits + misses): requests that bypassed the cache (no-cache) or
   never reached it (rejected early) do not count as lookups;
 - an error is a response status outside 200-399 (0: the client went away);
@@ -35,13 +35,14 @@ from django.db.models import Aggregate, Count, F, FloatField, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from analytics.models import LATENCY_BUCKETS_PER_OCTAVE, LATENCY_FLOOR_MS, RequestLog
+from caching.outcomes import HIT_OUTCOMES, CacheOutcome, CacheTier, hit_outcome
 from organizations.models import ApiKey, Organization
 
-Outcome = RequestLog.CacheOutcome
-HIT_OUTCOMES = (Outcome.HIT_REDIS, Outcome.HIT_POSTGRES, Outcome.HIT_MEMORY,
-                Outcome.HIT_COALESCED)
 HIT = Q(cache_outcome__in=HIT_OUTCOMES)
-MISS = Q(cache_outcome=Outcome.MISS)
+MISS = Q(cache_outcome=CacheOutcome.MISS)
+BYPASS = Q(cache_outcome=CacheOutcome.BYPASS)
+# The time series shows Redis and PostgreSQL hits apart and the other tiers together.
+OTHER_TIERS = tuple(t for t in CacheTier if t not in (CacheTier.REDIS, CacheTier.POSTGRES))
 ERROR = Q(status__lt=200) | Q(status__gte=400)
 UNPRICED = Q(cost__isnull=True) | Q(saved_cost__isnull=True)
 
@@ -127,12 +128,10 @@ def rollup_in_sql() -> bool:
 # triggers (analytics/migrations/0005_hourly_rollup.py), for the partial hours.
 ROLLUP_AGGREGATES = {
     "requests": "count(*)",
-    "hits_redis": "count(*) FILTER (WHERE cache_outcome = 'hit_redis')",
-    "hits_postgres": "count(*) FILTER (WHERE cache_outcome = 'hit_postgres')",
-    "hits_memory": "count(*) FILTER (WHERE cache_outcome = 'hit_memory')",
-    "hits_coalesced": "count(*) FILTER (WHERE cache_outcome = 'hit_coalesced')",
-    "misses": "count(*) FILTER (WHERE cache_outcome = 'miss')",
-    "bypasses": "count(*) FILTER (WHERE cache_outcome = 'bypass')",
+    **{f"hits_{tier}": f"count(*) FILTER (WHERE cache_outcome = '{hit_outcome(tier)}')"
+       for tier in CacheTier},
+    "misses": f"count(*) FILTER (WHERE cache_outcome = '{CacheOutcome.MISS}')",
+    "bypasses": f"count(*) FILTER (WHERE cache_outcome = '{CacheOutcome.BYPASS}')",
     "errors": "count(*) FILTER (WHERE status < 200 OR status >= 400)",
     "unpriced_requests": "count(*) FILTER (WHERE cost IS NULL OR saved_cost IS NULL)",
     "prompt_tokens": "COALESCE(sum(prompt_tokens), 0)",
@@ -252,12 +251,10 @@ def usage_summary(*, organization: Organization, start: datetime, end: datetime)
     logs = request_logs_in_range(organization=organization, start=start, end=end)
     aggregates: dict[str, Any] = {
         "requests": Count("id"),
-        "hits_redis": Count("id", filter=Q(cache_outcome=Outcome.HIT_REDIS)),
-        "hits_postgres": Count("id", filter=Q(cache_outcome=Outcome.HIT_POSTGRES)),
-        "hits_memory": Count("id", filter=Q(cache_outcome=Outcome.HIT_MEMORY)),
-        "hits_coalesced": Count("id", filter=Q(cache_outcome=Outcome.HIT_COALESCED)),
+        **{f"hits_{tier}": Count("id", filter=Q(cache_outcome=hit_outcome(tier)))
+           for tier in CacheTier},
         "misses": Count("id", filter=MISS),
-        "bypasses": Count("id", filter=Q(cache_outcome=Outcome.BYPASS)),
+        "bypasses": Count("id", filter=BYPASS),
         "errors": Count("id", filter=ERROR),
         "prompt_tokens": Sum("prompt_tokens"),
         "completion_tokens": Sum("completion_tokens"),
@@ -277,7 +274,7 @@ def usage_summary(*, organization: Organization, start: datetime, end: datetime)
 
 
 def _summary(row: dict[str, Any]) -> dict:
-    tiers = {tier: row[f"hits_{tier}"] for tier in ("redis", "postgres", "memory", "coalesced")}
+    tiers = {tier.value: row[f"hits_{tier}"] for tier in CacheTier}
     hits = sum(tiers.values())
     requests = row["requests"]
     return {
@@ -348,11 +345,11 @@ def _timeseries_from_rollup(organization: Organization, start: datetime, end: da
                             interval: str) -> list[dict]:
     counts = ("requests", "hits_redis", "hits_postgres", "hits_other", "misses",
               "bypasses", "errors")
-    columns = ("requests", "hits_redis", "hits_postgres", "hits_memory + hits_coalesced",
-               "misses", "bypasses", "errors", "cost", "saved_cost")
+    other = " + ".join(f"hits_{tier}" for tier in OTHER_TIERS)
+    columns = ("requests", "hits_redis", "hits_postgres", other, "misses", "bypasses",
+               "errors", "cost", "saved_cost")
     records = {**ROLLUP_AGGREGATES}
-    records["hits_memory + hits_coalesced"] = (
-        f"{records['hits_memory']} + {records['hits_coalesced']}")
+    records[other] = " + ".join(records[f"hits_{tier}"] for tier in OTHER_TIERS)
     sql = f"""
         SELECT bucket, {", ".join(f"sum(c{n})" for n in range(len(columns)))}
         FROM (
@@ -386,12 +383,12 @@ def _timeseries_from_records(organization: Organization, start: datetime, end: d
         .values("bucket")
         .annotate(
             requests=Count("id"),
-            hits_redis=Count("id", filter=Q(cache_outcome=Outcome.HIT_REDIS)),
-            hits_postgres=Count("id", filter=Q(cache_outcome=Outcome.HIT_POSTGRES)),
-            hits_other=Count("id", filter=Q(cache_outcome__in=(Outcome.HIT_MEMORY,
-                                                               Outcome.HIT_COALESCED))),
+            hits_redis=Count("id", filter=Q(cache_outcome=CacheOutcome.HIT_REDIS)),
+            hits_postgres=Count("id", filter=Q(cache_outcome=CacheOutcome.HIT_POSTGRES)),
+            hits_other=Count("id", filter=Q(cache_outcome__in=[
+                hit_outcome(tier) for tier in OTHER_TIERS])),
             misses=Count("id", filter=MISS),
-            bypasses=Count("id", filter=Q(cache_outcome=Outcome.BYPASS)),
+            bypasses=Count("id", filter=BYPASS),
             errors=Count("id", filter=ERROR),
             spent=Sum("cost"),
             saved=Sum("saved_cost"),

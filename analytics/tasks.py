@@ -8,7 +8,9 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from analytics import services
+from analytics.events import RequestEvent
 from analytics.models import RequestLog
+from pipeline.storage import events_load
 
 
 # Retried only while the database is unreachable: an event it refuses is set aside by
@@ -17,7 +19,7 @@ from analytics.models import RequestLog
              retry_backoff_max=settings.COGNITUDE_TASK_RETRY_MAX_SECONDS,
              max_retries=None)
 def request_logs_store(events: list[dict]) -> int:
-    return services.request_logs_store(events=events)
+    return services.request_logs_store(events=events_load(RequestEvent, events))
 
 
 PRUNE_BATCH = 10_000

@@ -20,6 +20,7 @@ from analytics.selectors import (
     usage_summary,
     usage_timeseries,
 )
+from caching.outcomes import CacheTier
 from organizations.api import ORG_PARAMETER, OrganizationApi
 from organizations.api import choices_message as _choices_message
 
@@ -78,11 +79,9 @@ class SummaryApi(OrganizationApi):
         class Meta:
             ref_name = "AnalyticsSummary"
 
-        class HitsByTierSerializer(serializers.Serializer):
-            redis = serializers.IntegerField()
-            postgres = serializers.IntegerField()
-            memory = serializers.IntegerField()
-            coalesced = serializers.IntegerField()
+        # A field per tier (caching.outcomes), so that a new tier shows here by itself.
+        HitsByTierSerializer = type("HitsByTierSerializer", (serializers.Serializer,), {
+            tier.value: serializers.IntegerField() for tier in CacheTier})
 
         requests = serializers.IntegerField()
         hits = serializers.IntegerField()

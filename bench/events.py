@@ -57,17 +57,20 @@ def start_worker(env: dict[str, str], pool: str, concurrency: int) -> subprocess
     return process
 
 
-def events_for(org_id: int, api_key_id: int, count: int) -> list[dict]:
-    """Request events shaped as the gateway emits them (proxy.app.Record.emit)."""
+def events_for(org_id: int, api_key_id: int, count: int) -> list:
+    """Request events as the gateway emits them (proxy.record.Record.emit)."""
+    from analytics.events import RequestEvent
+    from caching.outcomes import CacheOutcome
+
     now = time.time()
-    return [{
-        "request_id": uuid.uuid4().hex, "org_id": org_id, "api_key_id": api_key_id,
-        "endpoint": "chat/completions", "model_requested": "gpt-4o-mini",
-        "model_used": "gpt-4o-mini", "provider": "openai", "cache_outcome": "miss",
-        "cache_bypassed": False, "cache_key": uuid.uuid4().hex * 2, "status": 200,
-        "error_type": "", "prompt_tokens": 20, "completion_tokens": 12, "latency_ms": 3.2,
-        "upstream_latency_ms": 2.9, "streamed": False, "created_at": now,
-    } for _ in range(count)]
+    return [RequestEvent(
+        request_id=uuid.uuid4().hex, org_id=org_id, api_key_id=api_key_id,
+        endpoint="chat/completions", model_requested="gpt-4o-mini",
+        model_used="gpt-4o-mini", provider="openai", cache_outcome=CacheOutcome.MISS,
+        cache_bypassed=False, cache_key=uuid.uuid4().hex * 2, status=200,
+        error_type="", prompt_tokens=20, completion_tokens=12, latency_ms=3.2,
+        upstream_latency_ms=2.9, streamed=False, created_at=now,
+    ) for _ in range(count)]
 
 
 def main() -> None:
@@ -93,10 +96,11 @@ def main() -> None:
     django.setup()
     from django.core.management import call_command
 
-    from analytics.buffer import MAX_BATCH, Publisher
+    from analytics.events import RequestEvent
     from analytics.models import RequestLog
-    from analytics.spool import batch_new
     from organizations.services import api_key_create, organization_create
+    from pipeline.buffer import MAX_BATCH, Publisher
+    from pipeline.spool import batch_new
 
     call_command("migrate", verbosity=0)
     org = organization_create(name=f"events bench {uuid.uuid4().hex[:6]}")
@@ -107,7 +111,7 @@ def main() -> None:
         publisher = Publisher(timeout=1.0)
         started = time.perf_counter()
         for start in range(0, len(events), MAX_BATCH):
-            publisher.publish(batch_new("request_log", events[start:start + MAX_BATCH]))
+            publisher.publish(batch_new(RequestEvent.KIND, events[start:start + MAX_BATCH]))
         published = time.perf_counter() - started
         rows = RequestLog.objects.filter(organization=org)
         while (stored := rows.count()) < args.events:

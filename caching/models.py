@@ -34,3 +34,22 @@ class CacheEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization_id}:{self.key_hash[:12]} ({self.model})"
+
+
+class CacheLookups(models.Model):
+    """An organization's cache lookups over all time, for /cache/stats: hits (every
+    tier) and misses. Requests that bypassed the cache are no lookups and count in
+    neither. Kept by caching.cold.cache_lookups_add as the request records are stored,
+    so the numbers follow the records and survive Redis evicting or restarting and the
+    cache being cleared."""
+
+    organization = models.OneToOneField(Organization, primary_key=True,
+                                        on_delete=models.CASCADE, related_name="cache_lookups")
+    hits = models.PositiveBigIntegerField(default=0)
+    misses = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "cache lookups"
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}: {self.hits} hits, {self.misses} misses"

@@ -10,35 +10,27 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Count, F, Subquery
-from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from analytics.buffer import emit
-from analytics.models import RequestLog
-from analytics.selectors import HIT_OUTCOMES
+from caching.events import CacheEntryEvent
 from caching.hot import HotStats, hot_tier
 from caching.models import CacheEntry
+from caching.outcomes import CacheTier
 from caching.payload import CachedResponse, CorruptEntry, pack, unpack
 from cognitude.db import fetch_one, run_in_db_thread
 from organizations.models import Organization
+from pipeline.buffer import emit
 
 logger = logging.getLogger("cognitude.caching")
-
-TIER_REDIS = "redis"
-TIER_MEMORY = "memory"
-TIER_POSTGRES = "postgres"
-TIER_COALESCED = "coalesced"
-
 
 @dataclass(frozen=True, slots=True)
 class CacheHit:
     response: CachedResponse
-    tier: str
+    tier: CacheTier
 
 
 # Every miss runs this, so it is plain SQL on the unique (organization, key_hash)
@@ -72,7 +64,7 @@ def _hot_hit(raw: bytes | None, org_id: int, tier_kind: str) -> CacheHit | None:
     response = _checked(raw, org_id) if raw is not None else None
     if response is None:
         return None
-    return CacheHit(response, TIER_REDIS if tier_kind == "redis" else TIER_MEMORY)
+    return CacheHit(response, CacheTier(tier_kind))
 
 
 async def _cold_lookup(*, org_id: int, key_hash: str, ttl: int,
@@ -87,7 +79,7 @@ async def _cold_lookup(*, org_id: int, key_hash: str, ttl: int,
     if response is None:
         return None
     await hot_tier().set(org_id, key_hash, raw, ttl, unlock=unlock)
-    return CacheHit(response, TIER_POSTGRES)
+    return CacheHit(response, CacheTier.POSTGRES)
 
 
 async def cache_lookup(*, org_id: int, key_hash: str, ttl: int) -> CacheHit | None:
@@ -115,32 +107,14 @@ async def cache_store(
     raw = pack(response)
     await hot_tier().set(org_id, key_hash, raw, ttl, unlock=unlock)
     now = timezone.now()
-    emit("cache_entry", {
-        "org_id": org_id,
-        "key_hash": key_hash,
-        "endpoint": endpoint,
-        "model": model,
-        "request": request,
-        "payload": base64.b64encode(raw).decode(),
-        "prompt_tokens": response.prompt_tokens,
-        "completion_tokens": response.completion_tokens,
-        "created_at": now.isoformat(),
+    emit(CacheEntryEvent(
+        org_id=org_id, key_hash=key_hash, endpoint=endpoint, model=model, request=request,
+        payload=base64.b64encode(raw).decode(), prompt_tokens=response.prompt_tokens,
+        completion_tokens=response.completion_tokens, created_at=now,
         # A max-age asked for by the request binds both tiers; the default TTL only
         # bounds the hot tier.
-        "expires_at": (now + timedelta(seconds=ttl)).isoformat() if ttl_is_explicit else None,
-    })
-
-
-def cache_hits_add(*, hits: dict[tuple[int, str], tuple[int, datetime]]) -> None:
-    """Fold hits into CacheEntry.hits and last_hit_at: {(org_id, key_hash): (count, last)}.
-
-    Called by the request-log task for the hits it has just recorded, so the counts
-    follow the request records (and a redelivered batch does not count twice)."""
-    with transaction.atomic():
-        for (org_id, key_hash), (count, last) in sorted(hits.items()):
-            CacheEntry.objects.filter(organization_id=org_id, key_hash=key_hash).update(
-                hits=F("hits") + count, last_hit_at=Greatest(Coalesce("last_hit_at", last), last)
-            )
+        expires_at=now + timedelta(seconds=ttl) if ttl_is_explicit else None,
+    ))
 
 
 class Coalescer:
@@ -172,7 +146,7 @@ class Coalescer:
                 )
             except TimeoutError:
                 stored = None
-            yield Turn(hit=CacheHit(stored, TIER_COALESCED) if stored is not None else None)
+            yield Turn(hit=CacheHit(stored, CacheTier.COALESCED) if stored is not None else None)
             return
         future: asyncio.Future[CachedResponse | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
@@ -209,7 +183,7 @@ class Coalescer:
                 await asyncio.sleep(self.POLL_SECONDS)
                 turn.hit = _hot_hit(await tier.get(org_id, key_hash), org_id, tier.kind)
                 if turn.hit is not None:
-                    turn.hit = CacheHit(turn.hit.response, TIER_COALESCED)
+                    turn.hit = CacheHit(turn.hit.response, CacheTier.COALESCED)
                     return
                 if not await tier.is_locked(org_id, key_hash):
                     break  # the leader gave up: try to lead
@@ -243,16 +217,13 @@ class CacheStats:
 
 def _totals(org_id: int) -> dict:
     """Cold-tier entries and all-time hits and misses, in one query."""
-    logs = RequestLog.objects.filter(organization_id=org_id)
     return Organization.objects.filter(pk=org_id).values(
         entries=Subquery(
             CacheEntry.objects.filter(organization_id=org_id).order_by()
             .values("organization_id").annotate(n=Count("*")).values("n")
         ),
-        hits=Subquery(logs.filter(cache_outcome__in=HIT_OUTCOMES).order_by()
-                      .values("organization_id").annotate(n=Count("*")).values("n")),
-        misses=Subquery(logs.filter(cache_outcome="miss").order_by()
-                        .values("organization_id").annotate(n=Count("*")).values("n")),
+        hits=F("cache_lookups__hits"),
+        misses=F("cache_lookups__misses"),
     ).first() or {}
 
 
@@ -260,9 +231,10 @@ async def cache_stats(*, org_id: int) -> CacheStats:
     """The seed's /cache/stats numbers for one organization.
 
     Entries come from the cold tier (every cached answer is there). Hits and the hit
-    rate come from the request records, hits / (hits + misses) over all time, so they
-    count every tier and stay right when Redis evicts or restarts; requests that
-    bypassed the cache are not lookups and count in neither.
+    rate, hits / (hits + misses) over all time, come from the lookups counted as the
+    request records are stored (CacheLookups), so they count every tier and stay right
+    when Redis evicts or restarts; requests that bypassed the cache are not lookups and
+    count in neither.
     """
     totals = await run_in_db_thread(_totals, org_id)
     entries, hits = totals.get("entries") or 0, totals.get("hits") or 0

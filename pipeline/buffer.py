@@ -1,14 +1,15 @@
 """The event buffer: the request path hands events here and returns at once.
 
-`emit()` is a deque append (thread-safe, microseconds, never blocks). A background
+`emit(event)` is a deque append (thread-safe, microseconds, never blocks). A background
 thread drains the buffer every COGNITUDE_EVENT_FLUSH_SECONDS (sooner when a batch
-fills) and publishes each kind's batch to its Celery task, with short timeouts. A
-batch the broker does not confirm goes to the local spool (analytics/spool.py) and is
-replayed, in order, when the broker takes messages again. Under the embedded defaults
-the tasks run inline in that thread, so the request path never waits for a database.
+fills) and publishes each kind's batch to the Celery task registered for it
+(pipeline.registry), with short timeouts. A batch the broker does not confirm goes to
+the local spool (pipeline/spool.py) and is replayed, in order, when the broker takes
+messages again. Under the embedded defaults the tasks run inline in that thread, so the
+request path never waits for a database.
 
-The flusher also feeds the Prometheus metrics from the request events it sees, so the
-request path pays nothing for them.
+The flusher also shows each kind's observer (its app's metrics) the events it sends, so
+the request path pays nothing for them.
 """
 
 import atexit
@@ -19,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from amqp.exceptions import MessageNacked
 from celery import Task
 from django.conf import settings
@@ -27,18 +29,12 @@ from django.utils.module_loading import import_string
 from kombu import Connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from analytics import metrics
-from analytics.spool import Batch, Spool, batch_new
 from cognitude.celery import app
+from pipeline import metrics, registry
 from pipeline.services import database_identity_get
+from pipeline.spool import Batch, Spool, batch_new
 
-logger = logging.getLogger("cognitude.analytics")
-
-# Event kind -> the Celery task that stores a batch of them.
-TASKS: dict[str, str] = {
-    "cache_entry": "caching.tasks.cache_entries_store",
-    "request_log": "analytics.tasks.request_logs_store",
-}
+logger = logging.getLogger("cognitude.pipeline")
 
 MAX_BATCH = 2000
 
@@ -72,9 +68,10 @@ class Publisher:
         """Return once the broker has the batch; raise BrokerUnavailable if it does not
         take it in time. Under the embedded defaults the task runs here and now, and
         its own exceptions propagate."""
-        task = import_string(TASKS[batch.kind])
+        task = import_string(registry.kind_named(batch.kind).task)
         if app.conf.task_always_eager:
-            task.apply_async((batch.events,), task_id=batch.id)
+            # As a worker would receive them: serialised, not the objects themselves.
+            task.apply_async((orjson.loads(orjson.dumps(batch.events)),), task_id=batch.id)
             return
         fresh = self._connection is None
         try:
@@ -120,7 +117,7 @@ class EventBuffer:
 
     def __init__(self, *, flush_seconds: float, retry_seconds: float, publisher: Publisher,
                  spool: Spool, database_identity: Callable[[], str]) -> None:
-        self._events: deque[tuple[str, dict[str, Any]]] = deque()
+        self._events: deque[Any] = deque()
         self._database_identity = database_identity
         self._identity_failed = False  # said once, not at every flush
         self._flush_seconds = flush_seconds
@@ -134,8 +131,8 @@ class EventBuffer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def emit(self, kind: str, event: dict[str, Any]) -> None:
-        self._events.append((kind, event))
+    def emit(self, event: Any) -> None:
+        self._events.append(event)
         if self._thread is None:
             self._start()
         if len(self._events) >= MAX_BATCH:
@@ -191,16 +188,18 @@ class EventBuffer:
             connection.close()
 
     def _drain(self) -> list[Batch]:
-        by_kind: dict[str, list[dict[str, Any]]] = {}
+        by_type: dict[type, list[Any]] = {}
         while self._events:
-            kind, event = self._events.popleft()
-            by_kind.setdefault(kind, []).append(event)
-        metrics.requests_observe(by_kind.get("request_log", ()))
-        return [
-            batch_new(kind, events[start:start + MAX_BATCH])
-            for kind, events in by_kind.items()
-            for start in range(0, len(events), MAX_BATCH)
-        ]
+            event = self._events.popleft()
+            by_type.setdefault(type(event), []).append(event)
+        batches = []
+        for event_type, events in by_type.items():
+            kind = registry.kind_of(event_type)
+            if kind.observe is not None:
+                kind.observe(events)
+            batches += [batch_new(kind.name, events[start:start + MAX_BATCH])
+                        for start in range(0, len(events), MAX_BATCH)]
+        return batches
 
     def _replay(self) -> None:
         if not len(self._spool):
@@ -261,5 +260,6 @@ buffer = EventBuffer(
 )
 
 
-def emit(kind: str, event: dict[str, Any]) -> None:
-    buffer.emit(kind, event)
+def emit(event: Any) -> None:
+    """Hand an event of a registered kind to the pipeline; returns at once."""
+    buffer.emit(event)

@@ -9,6 +9,8 @@ class DeadLetter(models.Model):
 
     kind = models.CharField(max_length=40)
     event = models.BinaryField()
+    # SHA-256 of `event`: a batch delivered twice (or retried) sets its event aside once.
+    digest = models.CharField(max_length=64, unique=True)
     # The exception's class only: its message may quote the event, a tenant's content.
     error = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now)

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-logger = logging.getLogger("cognitude.analytics")
+logger = logging.getLogger("cognitude.pipeline")
 
 # Batches copied from an orphan per write: a big orphan never sits in memory whole.
 _ADOPT_CHUNK = 100
@@ -45,7 +45,8 @@ _ADOPT_CHUNK = 100
 class Batch:
     id: str
     kind: str
-    events: list[dict[str, Any]]
+    # Events as emitted (dataclasses) or as read back from a spool (their fields).
+    events: list[Any]
     # The identity of the database the spooling process wrote to, if it knew it.
     database: str | None = None
 
@@ -54,7 +55,7 @@ class Batch:
                              "events": self.events}) + b"\n"
 
 
-def batch_new(kind: str, events: list[dict[str, Any]]) -> Batch:
+def batch_new(kind: str, events: list[Any]) -> Batch:
     return Batch(uuid.uuid4().hex, kind, events)
 
 

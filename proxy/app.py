@@ -9,6 +9,7 @@ import time
 from django.conf import settings
 
 from caching.keys import request_hash
+from caching.outcomes import CacheOutcome
 from caching.services import cache_lookup, coalescer
 from cognitude.db import db_threads_stop, loop_connections_close
 from organizations.services import AuthFailure
@@ -117,7 +118,7 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
 
     # The cache, then the provider (one call for identical concurrent misses).
     if controls.no_cache:
-        record.cache_outcome = "bypass"
+        record.cache_outcome = CacheOutcome.BYPASS
         await ask_upstream(send, receive, ask, headers, record)
         return
     if controls.no_store:
@@ -125,14 +126,14 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
         if hit is not None:
             await send_hit(send, hit, request=request, headers=headers, record=record)
             return
-        record.cache_outcome = "miss"
+        record.cache_outcome = CacheOutcome.MISS
         await ask_upstream(send, receive, ask, headers, record)
         return
     async with coalescer.turn(org_id=caller.org_id, key_hash=key_hash, ttl=ttl) as turn:
         if turn.hit is not None:
             await send_hit(send, turn.hit, request=request, headers=headers, record=record)
             return
-        record.cache_outcome = "miss"
+        record.cache_outcome = CacheOutcome.MISS
         ask.lock_token = turn.lock_token
         turn.result = await ask_upstream(send, receive, ask, headers, record)
 
@@ -156,8 +157,8 @@ async def handle_models(scope, receive, send) -> None:
 
 
 async def lifespan(receive, send) -> None:
-    from analytics.buffer import buffer
     from caching.hot import hot_tier
+    from pipeline.buffer import buffer
 
     while True:
         message = await receive()

@@ -6,15 +6,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from analytics.buffer import emit
+from analytics.events import RequestEvent
+from caching.outcomes import CacheOutcome, CacheTier, hit_outcome
 from caching.payload import CachedResponse
+from pipeline.buffer import emit
 
 # Read once: a settings lookup per request shows in the hit path's profile.
 _RECORDING = settings.COGNITUDE_REQUEST_LOG
-
-_OUTCOMES = {"redis": "hit_redis", "memory": "hit_memory", "postgres": "hit_postgres",
-             "coalesced": "hit_coalesced"}
-
 
 @dataclass(slots=True)
 class Record:
@@ -26,7 +24,7 @@ class Record:
     model_requested: str = ""
     model_used: str = ""
     provider: str = ""
-    cache_outcome: str = "none"
+    cache_outcome: CacheOutcome = CacheOutcome.NONE
     cache_bypassed: bool = False
     cache_key: str = ""
     status: int = 0
@@ -36,8 +34,8 @@ class Record:
     upstream_latency_ms: float | None = None
     streamed: bool = False
 
-    def hit(self, response: CachedResponse, tier: str) -> None:
-        self.cache_outcome = _OUTCOMES[tier]
+    def hit(self, response: CachedResponse, tier: CacheTier) -> None:
+        self.cache_outcome = hit_outcome(tier)
         self.prompt_tokens = response.prompt_tokens
         self.completion_tokens = response.completion_tokens
         self.model_used = self.model_requested
@@ -45,23 +43,23 @@ class Record:
     def emit(self) -> None:
         if self.org_id is None or not _RECORDING:
             return  # unauthenticated (nobody's analytics to put it in), or recording off
-        emit("request_log", {
-            "request_id": self.request_id,
-            "org_id": self.org_id,
-            "api_key_id": self.api_key_id,
-            "endpoint": self.endpoint,
-            "model_requested": self.model_requested,
-            "model_used": self.model_used,
-            "provider": self.provider,
-            "cache_outcome": self.cache_outcome,
-            "cache_bypassed": self.cache_bypassed,
-            "cache_key": self.cache_key,
-            "status": self.status,
-            "error_type": self.error_type,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
-            "upstream_latency_ms": self.upstream_latency_ms,
-            "streamed": self.streamed,
-            "created_at": time.time(),
-        })
+        emit(RequestEvent(
+            request_id=self.request_id,
+            org_id=self.org_id,
+            api_key_id=self.api_key_id,
+            endpoint=self.endpoint,
+            model_requested=self.model_requested,
+            model_used=self.model_used,
+            provider=self.provider,
+            cache_outcome=self.cache_outcome,
+            cache_bypassed=self.cache_bypassed,
+            cache_key=self.cache_key,
+            status=self.status,
+            error_type=self.error_type,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            upstream_latency_ms=self.upstream_latency_ms,
+            streamed=self.streamed,
+            created_at=time.time(),
+        ))

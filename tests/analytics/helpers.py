@@ -8,15 +8,17 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from analytics.events import RequestEvent
 from analytics.models import RequestLog
 from caching.models import CacheEntry
+from caching.outcomes import CacheOutcome
 
 _serial = itertools.count()
 
 
-def make_event(**overrides) -> dict:
-    """A request_log event as proxy.app.Record.emit() sends it."""
-    return {
+def make_event(**overrides) -> RequestEvent:
+    """A request event as proxy.record.Record.emit() sends it."""
+    return RequestEvent(**{
         "request_id": uuid.uuid4().hex,
         "org_id": None,
         "api_key_id": None,
@@ -24,7 +26,7 @@ def make_event(**overrides) -> dict:
         "model_requested": "gpt-4o",
         "model_used": "gpt-4o",
         "provider": "openai",
-        "cache_outcome": "miss",
+        "cache_outcome": CacheOutcome.MISS,
         "cache_bypassed": False,
         "cache_key": "",
         "status": 200,
@@ -36,7 +38,7 @@ def make_event(**overrides) -> dict:
         "streamed": False,
         "created_at": time.time(),
         **overrides,
-    }
+    })
 
 
 def make_log(org, *, ago: timedelta = timedelta(minutes=5), **fields) -> RequestLog:
@@ -47,7 +49,7 @@ def make_log(org, *, ago: timedelta = timedelta(minutes=5), **fields) -> Request
         "model_requested": "gpt-4o",
         "model_used": "gpt-4o",
         "provider": "openai",
-        "cache_outcome": "miss",
+        "cache_outcome": CacheOutcome.MISS,
         "status": 200,
         "prompt_tokens": 100,
         "completion_tokens": 50,

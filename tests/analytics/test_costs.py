@@ -10,7 +10,8 @@ from django.test.utils import CaptureQueriesContext
 from analytics.models import ModelPrice, RequestLog
 from analytics.prices import PriceBook
 from analytics.selectors import usage_summary
-from analytics.tasks import request_logs_store
+from analytics.services import request_logs_store
+from caching.outcomes import CacheOutcome
 from tests.analytics.helpers import make_event
 
 pytestmark = pytest.mark.django_db
@@ -18,8 +19,8 @@ pytestmark = pytest.mark.django_db
 
 def store(org, **overrides) -> RequestLog:
     event = make_event(org_id=org.pk, **overrides)
-    request_logs_store([event])
-    return RequestLog.objects.get(request_id=event["request_id"])
+    request_logs_store(events=[event])
+    return RequestLog.objects.get(request_id=event.request_id)
 
 
 def at(*args) -> float:
@@ -34,12 +35,12 @@ def test_it_prices_a_miss_from_its_tokens(world):
 
 
 def test_it_prices_bypasses_like_misses(world):
-    log = store(world.a.org, cache_outcome="bypass", cache_bypassed=True)
+    log = store(world.a.org, cache_outcome=CacheOutcome.BYPASS, cache_bypassed=True)
     assert log.cost == Decimal("0.0075")
 
 
 def test_it_counts_a_hit_as_saved_not_spent(world):
-    log = store(world.a.org, cache_outcome="hit_redis", upstream_latency_ms=None)
+    log = store(world.a.org, cache_outcome=CacheOutcome.HIT_REDIS, upstream_latency_ms=None)
     assert log.cost == 0
     assert log.saved_cost == Decimal("0.0075")
 
@@ -52,7 +53,7 @@ def test_it_charges_nothing_for_an_error(world):
 def test_it_leaves_an_unknown_model_unpriced_not_free(world):
     miss = store(world.a.org, model_requested="my-finetune", model_used="my-finetune")
     hit = store(world.a.org, model_requested="my-finetune", model_used="my-finetune",
-                cache_outcome="hit_postgres")
+                cache_outcome=CacheOutcome.HIT_POSTGRES)
     store(world.a.org)  # a priced one alongside
 
     assert miss.cost is None
@@ -114,7 +115,7 @@ def test_it_reads_the_price_table_once_per_batch(world):
     events = [make_event(org_id=world.a.org.pk, model_used=model)
               for model in ("gpt-4o", "o3", "claude-sonnet-4-20250514", "unknown") * 25]
     with CaptureQueriesContext(connection) as queries:
-        request_logs_store(events)
+        request_logs_store(events=events)
     price_reads = [q for q in queries.captured_queries if "analytics_modelprice" in q["sql"]]
     assert len(price_reads) == 1
     assert RequestLog.objects.filter(organization=world.a.org).count() == 100

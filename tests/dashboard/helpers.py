@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from analytics.models import RequestLog
 from caching.models import CacheEntry
+from caching.outcomes import CacheOutcome
 from organizations.models import ApiKey, Organization
 
 ANY_RAW_KEY = re.compile(r"cog_[0-9A-Za-z]{38}")
@@ -23,7 +24,7 @@ def make_request_log(organization: Organization, *, api_key: ApiKey | None = Non
         "model_requested": "gpt-4o-mini",
         "model_used": "gpt-4o-mini",
         "provider": "openai",
-        "cache_outcome": RequestLog.CacheOutcome.MISS,
+        "cache_outcome": CacheOutcome.MISS,
         "status": 200,
         "prompt_tokens": 100,
         "completion_tokens": 50,

@@ -8,9 +8,12 @@ import re
 import pytest
 from asgiref.sync import async_to_sync
 
+from analytics.services import request_logs_store
 from caching.hot import hot_tier
 from caching.models import CacheEntry
-from tests.dashboard.helpers import make_cache_entry, make_request_log
+from caching.outcomes import CacheOutcome
+from tests.analytics.helpers import make_event
+from tests.dashboard.helpers import make_cache_entry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,9 +35,12 @@ def test_it_shows_the_seeds_stats(live_world, client):
     make_cache_entry(live_world.a.org)
     make_cache_entry(live_world.a.org)
     make_cache_entry(live_world.b.org)
-    for outcome in ("hit_redis", "hit_redis", "hit_redis", "hit_postgres", "miss", "miss"):
-        make_request_log(live_world.a.org, cache_outcome=outcome)
-    make_request_log(live_world.b.org, cache_outcome="hit_redis")
+    # Through the pipeline's store, which counts the lookups that /cache/stats shows.
+    request_logs_store(events=[
+        *(make_event(org_id=live_world.a.org.pk, cache_outcome=outcome) for outcome in (
+            CacheOutcome.HIT_REDIS, CacheOutcome.HIT_REDIS, CacheOutcome.HIT_REDIS,
+            CacheOutcome.HIT_POSTGRES, CacheOutcome.MISS, CacheOutcome.MISS)),
+        make_event(org_id=live_world.b.org.pk, cache_outcome=CacheOutcome.HIT_REDIS)])
     client.force_login(live_world.bob)
 
     html = client.get(f"/orgs/{live_world.a.org.slug}/cache/").content.decode()

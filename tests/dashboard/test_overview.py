@@ -8,12 +8,11 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from analytics.models import RequestLog
 from analytics.recommendations import recommendations_for
+from caching.outcomes import CacheOutcome
 from tests.dashboard.helpers import make_request_log
 
 pytestmark = pytest.mark.django_db
-Outcome = RequestLog.CacheOutcome
 POINT = re.compile(r'<circle class="point[^"]*"')
 
 
@@ -25,7 +24,7 @@ def overview(client, world, **query) -> str:
 
 
 def test_it_shows_the_periods_totals(world, client):
-    for outcome in (Outcome.HIT_REDIS, Outcome.HIT_REDIS, Outcome.HIT_POSTGRES):
+    for outcome in (CacheOutcome.HIT_REDIS, CacheOutcome.HIT_REDIS, CacheOutcome.HIT_POSTGRES):
         make_request_log(world.a.org, cache_outcome=outcome, cost=Decimal(0),
                          saved_cost=Decimal("0.25"), latency_ms=2.0)
     make_request_log(world.a.org, cost=Decimal("1.50"), latency_ms=800.0)
@@ -66,8 +65,8 @@ def test_it_draws_one_point_per_bucket(world, client, period, points):
 
 
 def test_it_draws_the_hit_rate_by_tier_with_axes_and_units(world, client):
-    make_request_log(world.a.org, cache_outcome=Outcome.HIT_REDIS)
-    make_request_log(world.a.org, cache_outcome=Outcome.HIT_POSTGRES)
+    make_request_log(world.a.org, cache_outcome=CacheOutcome.HIT_REDIS)
+    make_request_log(world.a.org, cache_outcome=CacheOutcome.HIT_POSTGRES)
     make_request_log(world.a.org)
 
     html = overview(client, world)
@@ -94,7 +93,7 @@ def test_it_loads_the_recommendations_after_the_page(world, client):
 def test_it_shows_the_top_recommendations_with_dollars(world, client):
     for _ in range(25):
         make_request_log(world.a.org, cache_bypassed=True, cache_key="a" * 64,
-                         cache_outcome=Outcome.BYPASS, cost=Decimal("0.10"))
+                         cache_outcome=CacheOutcome.BYPASS, cost=Decimal("0.10"))
     client.force_login(world.bob)
 
     html = top_recommendations(client, world)

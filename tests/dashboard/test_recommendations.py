@@ -4,8 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from analytics.models import RequestLog
 from analytics.recommendations import recommendations_for
+from caching.outcomes import CacheOutcome
 from tests.dashboard.helpers import make_request_log
 
 pytestmark = pytest.mark.django_db
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 def test_it_lists_every_recommendation_with_its_evidence(world, client):
     for _ in range(30):
         make_request_log(world.a.org, cache_bypassed=True, cache_key="b" * 64,
-                         cache_outcome=RequestLog.CacheOutcome.BYPASS, cost=Decimal("0.10"))
+                         cache_outcome=CacheOutcome.BYPASS, cost=Decimal("0.10"))
     client.force_login(world.bob)
 
     html = client.get(f"/orgs/{world.a.org.slug}/recommendations/").content.decode()

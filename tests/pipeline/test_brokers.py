@@ -10,7 +10,7 @@ import pytest
 
 from analytics.models import RequestLog
 from tests import live
-from tests.analytics.test_pipeline import pipeline_gateway, send, wait_for_rows
+from tests.pipeline.helpers import pipeline_gateway, send, wait_for_rows
 from tests.proxy.helpers import client_for
 from tests.workers import (
     CeleryProcess,

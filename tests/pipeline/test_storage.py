@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from analytics.models import RequestLog
 from analytics.tasks import request_logs_store
+from caching.events import CacheEntryEvent
 from caching.models import CacheEntry
 from caching.tasks import cache_entries_store
 from pipeline.models import DeadLetter
@@ -19,9 +20,9 @@ from tests.analytics.test_metrics import Samples, samples_of, value
 SECRET = "tenant-secret-7f3a"
 
 
-def make_entry_event(org, n: int, **overrides) -> dict:
-    """A cache_entry event as caching.services.cache_store sends it."""
-    return {
+def make_entry_event(org, n: int, **overrides) -> CacheEntryEvent:
+    """A cache-entry event as caching.services.cache_store sends it."""
+    return CacheEntryEvent(**{
         "org_id": org.pk,
         "key_hash": f"{n:064x}",
         "endpoint": "chat/completions",
@@ -30,10 +31,15 @@ def make_entry_event(org, n: int, **overrides) -> dict:
         "payload": base64.b64encode(b"1 2 3 {}").decode(),
         "prompt_tokens": 2,
         "completion_tokens": 3,
-        "created_at": timezone.now().isoformat(),
+        "created_at": timezone.now(),
         "expires_at": None,
         **overrides,
-    }
+    })
+
+
+def delivered(events: list) -> list[dict]:
+    """Events as their task receives them: serialised and read back, as by a worker."""
+    return orjson.loads(orjson.dumps(events))
 
 
 def metrics(client) -> Samples:
@@ -46,10 +52,10 @@ def test_it_stores_a_request_record_with_a_nul_and_the_rest_of_its_batch(world):
     nul = make_event(org_id=world.a.org.pk, model_requested=f"gpt-4o\x00{SECRET}",
                      model_used="gpt-4o\x00", error_type="\x00")
 
-    assert request_logs_store([*innocent[:10], nul, *innocent[10:]]) == 31
+    assert request_logs_store(delivered([*innocent[:10], nul, *innocent[10:]])) == 31
 
     assert RequestLog.objects.filter(organization=world.b.org).count() == 30
-    record = RequestLog.objects.get(request_id=nul["request_id"])
+    record = RequestLog.objects.get(request_id=nul.request_id)
     assert record.model_requested == f"gpt-4o\ufffd{SECRET}"
     assert (record.model_used, record.error_type) == ("gpt-4o\ufffd", "\ufffd")
     assert not DeadLetter.objects.exists()
@@ -65,7 +71,7 @@ def test_it_stores_a_cache_entry_with_a_nul_byte_exact_and_the_rest_of_its_batch
         payload=base64.b64encode(payload).decode(),
     )
 
-    assert cache_entries_store([*innocent[:10], nul, *innocent[10:]]) == 31
+    assert cache_entries_store(delivered([*innocent[:10], nul, *innocent[10:]])) == 31
 
     assert CacheEntry.objects.filter(organization=world.b.org).count() == 30
     entry = CacheEntry.objects.get(organization=world.a.org)
@@ -85,8 +91,8 @@ def test_it_sets_aside_an_event_the_database_refuses_and_writes_the_others(
     malformed = {"request_id": "x" * 32, "org_id": world.a.org.pk, "model_requested": SECRET}
 
     with caplog.at_level(logging.INFO):
-        stored = request_logs_store([*innocent[:7], too_big, *innocent[7:20], malformed,
-                                     *innocent[20:]])
+        stored = request_logs_store(delivered([*innocent[:7], too_big, *innocent[7:20],
+                                               malformed, *innocent[20:]]))
 
     assert stored == 30
     assert RequestLog.objects.filter(organization=world.b.org).count() == 30
@@ -94,13 +100,17 @@ def test_it_sets_aside_an_event_the_database_refuses_and_writes_the_others(
     letters = {letter.error: letter for letter in DeadLetter.objects.all()}
     assert sorted(letters) == ["DataError", "KeyError"]
     assert all(letter.kind == "request_log" for letter in letters.values())
-    assert orjson.loads(bytes(letters["DataError"].event)) == too_big
+    assert orjson.loads(bytes(letters["DataError"].event)) == delivered([too_big])[0]
     assert orjson.loads(bytes(letters["KeyError"].event)) == malformed
     assert value(metrics(admin_client), "cognitude_events_dead_lettered_total",
                  kind="request_log") - value(before, "cognitude_events_dead_lettered_total",
                                               kind="request_log") == 2
     assert "set aside" in caplog.text
     assert SECRET not in caplog.text
+
+    # Delivered again (a worker died before acknowledging it): nothing new set aside.
+    request_logs_store(delivered([too_big, malformed]))
+    assert DeadLetter.objects.count() == 2
 
     page = admin_client.get("/admin/pipeline/deadletter/")
     assert page.status_code == 200
