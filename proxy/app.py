@@ -9,7 +9,7 @@ import time
 from django.conf import settings
 
 from caching.keys import request_hash
-from caching.outcomes import CacheOutcome
+from caching.outcomes import HIT_OUTCOMES, CacheOutcome
 from caching.services import cache_lookup, coalescer
 from cognitude.db import db_threads_stop, loop_connections_close
 from organizations.services import AuthFailure
@@ -56,7 +56,7 @@ async def handle_post(scope, receive, send, endpoint: str) -> None:
     finally:
         record.emit()
         limits.settle(model=record.model_used or record.model_requested, status=record.status,
-                      hit=record.cache_outcome.startswith("hit_"),
+                      hit=record.cache_outcome in HIT_OUTCOMES,
                       prompt_tokens=record.prompt_tokens,
                       completion_tokens=record.completion_tokens)
 
