@@ -294,7 +294,7 @@ class FakeUpstream:
             await self.wait_latency()
             await send_json(send, 200, messages.MODELS_BODY if anthropic else chat.MODELS_BODY)
             return
-        model = path.removeprefix("/v1/models/")
+        model = path.removeprefix("/v1/models/").removeprefix("/openai/models/")
         if model == path or not model:
             raise BadRequest(404, f"Unknown request URL: GET {path}.")
         if anthropic:
