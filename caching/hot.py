@@ -18,6 +18,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from caching.keys import redis_hits_key, redis_index_key, redis_key, redis_lock_key
+from caching.outcomes import CacheTier
 
 logger = logging.getLogger("cognitude.caching")
 
@@ -68,7 +69,7 @@ class HotStats:
 
 
 class RedisHotTier:
-    kind = "redis"
+    kind = CacheTier.REDIS
 
     def __init__(self, url: str, *, timeout: float, breaker_seconds: float) -> None:
         self._client = aioredis.Redis.from_url(
@@ -200,7 +201,7 @@ class RedisHotTier:
 class MemoryHotTier:
     """An in-process LRU with TTLs, for the embedded defaults (one process)."""
 
-    kind = "memory"
+    kind = CacheTier.MEMORY
     available = True
 
     def __init__(self, *, max_bytes: int) -> None:
