@@ -7,7 +7,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.providers import ProviderConfig, provider_for
+from fakeupstream.testing import request
+from proxy.providers import Provider, ProviderConfig, provider_for
 from proxy.providers.base import UpstreamError, close_sessions, session
 from proxy.providers.openai import OpenAIProvider
 
@@ -191,3 +192,101 @@ def test_it_refuses_a_private_base_url_when_the_request_is_made(settings, host, 
     assert (raised.value.status, raised.value.code) == (502, "upstream_unavailable")
     assert "private address" in raised.value.message
     assert secret.visits == 0
+
+
+def _at(fake_upstream, kind: str, **fields) -> Provider:
+    base_url = fake_upstream.api_base if kind == "openai" else fake_upstream.url
+    return provider_for(ProviderConfig(id=1, name=kind, kind=kind, base_url=base_url,
+                                       api_key=f"sk-{kind}", **fields))
+
+
+async def _stream_lines(provider: Provider, endpoint: str, body: dict) -> tuple[int, list]:
+    try:
+        async with provider.stream(endpoint, body) as upstream:
+            if upstream.lines is None:
+                return upstream.status, []
+            return upstream.status, [line async for line in upstream.lines]
+    finally:
+        await close_sessions()
+
+
+async def _send(provider: Provider, endpoint: str, body: dict, raw: bytes | None = None):
+    try:
+        return await provider.send(endpoint, body, raw)
+    finally:
+        await close_sessions()
+
+
+def test_it_sends_the_clients_bytes_when_given(settings, fake_upstream):
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
+    raw = orjson.dumps({**body, "seed": 7})  # what the client sent, byte for byte
+
+    answer = asyncio.run(_send(_at(fake_upstream, "openai"), "chat/completions", body, raw))
+
+    assert answer.status == 200
+    assert request("GET", fake_upstream.url, "/stats/last")[1]["/v1/chat/completions"] == {
+        **body, "seed": 7}
+
+
+def test_it_passes_every_line_of_a_responses_stream(settings, fake_upstream):
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
+
+    status, lines = asyncio.run(_stream_lines(_at(fake_upstream, "openai"), "responses", {
+        "model": "gpt-4.1", "input": "Hi", "stream": True}))
+
+    assert status == 200
+    # Each typed event: its event: line, its data: line, then a blank line.
+    assert lines[:3] == [b"event: response.created", lines[1], b""]
+    assert orjson.loads(lines[1].removeprefix(b"data: "))["type"] == "response.created"
+    assert lines[-3] == b"event: response.completed"
+
+
+def test_it_passes_anthropics_messages_through_natively(settings, fake_upstream):
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
+    body = {"model": "claude-haiku-4-5", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "Hi"}]}
+    provider = _at(fake_upstream, "anthropic")
+
+    answer = asyncio.run(_send(provider, "messages", body))
+    status, lines = asyncio.run(_stream_lines(provider, "messages", {**body, "stream": True}))
+
+    assert answer.status == 200
+    assert orjson.loads(answer.body)["type"] == "message"
+    assert status == 200
+    assert [line for line in lines if line.startswith(b"event: ")][:2] == [
+        b"event: message_start", b"event: ping"]
+    assert lines[-3:] == [b"event: message_stop", b'data: {"type":"message_stop"}', b""]
+
+
+def test_it_lists_anthropics_models_the_openai_way(settings, fake_upstream):
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
+    provider = _at(fake_upstream, "anthropic")
+
+    listed = asyncio.run(_send(provider, "models", {}))
+    one = asyncio.run(_send(provider, "models/claude-haiku-4-5", {}))
+    missing = asyncio.run(_send(provider, "models/gpt-4o", {}))
+
+    assert [m["id"] for m in orjson.loads(listed.body)["data"]] == [
+        "claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5"]
+    assert orjson.loads(one.body) == {"id": "claude-haiku-4-5", "object": "model",
+                                      "created": 0, "owned_by": "anthropic"}
+    assert missing.status == 404
+    assert orjson.loads(missing.body)["error"]["code"] == "not_found_error"
+
+
+@pytest.mark.parametrize(("kind", "endpoint"), [("anthropic", "embeddings"),
+                                                ("anthropic", "responses"),
+                                                ("openai", "messages"), ("azure", "messages")])
+def test_it_answers_400_for_an_endpoint_the_kind_does_not_serve(settings, fake_upstream, kind,
+                                                                endpoint):
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
+    before = request("GET", fake_upstream.url, "/stats")[1]["requests_total"]
+    provider = _at(fake_upstream, kind)
+
+    answer = asyncio.run(_send(provider, endpoint, {"model": "m"}))
+    status, _ = asyncio.run(_stream_lines(provider, endpoint, {"model": "m", "stream": True}))
+
+    assert (answer.status, status) == (400, 400)
+    assert orjson.loads(answer.body)["error"]["code"] == "endpoint_not_supported"
+    assert request("GET", fake_upstream.url, "/stats")[1]["requests_total"] == before
