@@ -1,12 +1,8 @@
 """The management commands as an operator runs them: real processes on the test database."""
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
@@ -19,32 +15,9 @@ from organizations.services import (
     api_key_create,
     organization_create,
 )
-from tests import live
+from tests.commands import assert_refused, last_line, manage
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    """`python manage.py ARGS` against the test database, as an operator would run it."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=live.PROJECT_DIR,
-        env={
-            **os.environ,
-            "DATABASE_URL": live.test_database_url(),
-            "COGNITUDE_ENCRYPTION_KEYS": ",".join(settings.COGNITUDE_ENCRYPTION_KEYS),
-            "COGNITUDE_ALLOW_PRIVATE_UPSTREAMS": "false",
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def last_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 def test_it_creates_an_organization_and_prints_its_slug():
@@ -79,6 +52,18 @@ def test_it_creates_a_key_that_expires():
     assert before + timedelta(days=7) <= api_key.expires_at <= timezone.now() + timedelta(days=7)
 
 
+def test_it_creates_an_admin_scoped_key():
+    org = organization_create(name="Org A")
+
+    admin = last_line(manage("create_api_key", "--org", org.slug, "--scope", "admin"))
+    proxy = last_line(manage("create_api_key", "--org", org.slug))
+
+    assert api_key_authenticate(raw_key=admin).api_key.scope == "admin"
+    assert api_key_authenticate(raw_key=proxy).api_key.scope == "proxy"
+    assert_refused(manage("create_api_key", "--org", org.slug, "--scope", "root"),
+                   "invalid choice: 'root'")
+
+
 def test_it_refuses_a_non_positive_expiry():
     org = organization_create(name="Org A")
 
@@ -105,6 +90,52 @@ def test_it_sets_then_replaces_the_provider():
     assert second.base_url == "https://1.1.1.1/v1"
     assert second.api_key_last4 == "2222"
     assert provider_api_key(credential=second) == "sk-second-2222"
+
+
+def test_it_adds_providers():
+    org = organization_create(name="Org A")
+
+    first = last_line(manage("add_provider", "--org", org.slug, "--name", "openai",
+                             "--kind", "openai", "--base-url", "https://8.8.8.8/v1/",
+                             "--api-key", "sk-openai-1111"))
+    azure = last_line(manage("add_provider", "--org", org.slug, "--name", "azure-east",
+                             "--kind", "azure", "--base-url",
+                             "https://8.8.4.4/openai/deployments/gpt-4o",
+                             "--api-key", "az-2222", "--api-version", "2024-10-21",
+                             "--default"))
+    claude = last_line(manage("add_provider", "--org", org.slug, "--name", "claude",
+                              "--kind", "anthropic", "--base-url", "https://1.1.1.1",
+                              "--api-key", "sk-ant-3333"))
+
+    assert first == f"{org.slug}: openai (openai at https://8.8.8.8/v1), default"
+    assert azure == (f"{org.slug}: azure-east (azure at "
+                     "https://8.8.4.4/openai/deployments/gpt-4o), default")
+    assert claude == f"{org.slug}: claude (anthropic at https://1.1.1.1)"
+    stored = {p.name: p for p in Provider.objects.filter(organization=org)}
+    assert [name for name, p in stored.items() if p.is_default] == ["azure-east"]
+    assert stored["azure-east"].api_version == "2024-10-21"
+    assert provider_api_key(credential=stored["claude"]) == "sk-ant-3333"
+
+
+@pytest.mark.parametrize("args,words", [
+    (("--name", "default"), ["already has a provider named 'default'"]),
+    (("--name", "bad:name"), ["Invalid provider name"]),
+    (("--kind", "azure"), ["needs an api_version"]),
+    (("--kind", "claude"), ["invalid choice: 'claude'"]),
+    (("--base-url", "http://169.254.169.254/latest"), ["private, loopback or link-local"]),
+])
+def test_it_refuses_a_bad_provider(args, words):
+    org = organization_create(name="Org A")
+    last_line(manage("set_provider", "--org", org.slug, "--base-url", "https://8.8.8.8/v1",
+                     "--api-key", "sk-first-1111"))
+    values = {"--name": "second", "--kind": "openai", "--base-url": "https://8.8.8.8/v1",
+              "--api-key": "sk-second-2222", **dict(zip(args[::2], args[1::2], strict=True))}
+
+    result = manage("add_provider", "--org", org.slug,
+                    *[part for item in values.items() for part in item])
+
+    assert_refused(result, *words)
+    assert list(Provider.objects.values_list("name", flat=True)) == ["default"]
 
 
 def test_it_refuses_a_private_provider_url_unless_allowed():
@@ -197,6 +228,9 @@ def test_it_refuses_an_unknown_role():
     ("create_api_key", "--org", "nope"),
     ("set_provider", "--org", "nope", "--base-url", "https://8.8.8.8/v1", "--api-key", "sk-x"),
     ("add_member", "--org", "nope", "--email", "charlie@example.com"),
+    ("add_provider", "--org", "nope", "--name", "x", "--kind", "openai",
+     "--base-url", "https://8.8.8.8/v1", "--api-key", "sk-x"),
+    ("set_route", "--org", "nope", "--model", "gpt-4o", "--target", "x:gpt-4o"),
 ])
 def test_it_exits_non_zero_for_an_unknown_organization(args):
     organization_create(name="Org A")

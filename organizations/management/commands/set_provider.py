@@ -8,7 +8,8 @@ from organizations.services import provider_credential_set
 
 
 class Command(BaseCommand):
-    help = "Create or replace an organization's upstream provider credential."
+    help = ("Create or replace an organization's default provider (named \"default\" when "
+            "created): the single-provider setup. add_provider adds more.")
 
     def add_arguments(self, parser):
         parser.add_argument("--org", required=True, help="organization slug")
