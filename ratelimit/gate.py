@@ -288,6 +288,11 @@ class RequestLimits:
         try:
             outcomes = await _reserve(store, org_id, applied, checks, lease)
         except LimiterDown:
+            # The script may have run and only its answer been lost: free any slot it took.
+            releases = [Settlement(a.check, lease=lease) for a in applied
+                        if a.check.kind == CONCURRENCY]
+            if releases and store is not local_limiter():
+                settlements.add(store, org_id, releases)
             if limits.fail_closed:
                 return _unavailable()
             store = local_limiter()

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ratelimit.scripts import RESERVE, SETTLE
 
@@ -122,15 +123,25 @@ def _settle_args(items: list[Settlement]) -> tuple[list[str], list]:
 
 class RedisLimiter:
     kind = "redis"
+    # A burst of requests waits its turn for a connection (within the timeout) instead
+    # of failing when the pool is busy.
+    CONNECTIONS = 64
+    # A timeout may be this process's own event loop running late under load, not the
+    # server: the breaker opens on the third in a row, or at once when the server
+    # refuses or drops the connection.
+    TIMEOUTS_TO_TRIP = 3
 
     def __init__(self, url: str, *, timeout: float, breaker_seconds: float) -> None:
-        self._client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=self.CONNECTIONS, timeout=timeout,
+            socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0,
         )
+        self._client = aioredis.Redis(connection_pool=pool)
         self._timeout = timeout
         self._breaker_seconds = breaker_seconds
         self._open_until = 0.0
+        self._timeouts = 0
         self._reserve = self._client.register_script(RESERVE)
         self._settle = self._client.register_script(SETTLE)
 
@@ -139,9 +150,15 @@ class RedisLimiter:
         return time.monotonic() >= self._open_until
 
     def _trip(self, exc: BaseException) -> LimiterDown:
-        if self.available:
-            logger.warning("limits Redis unavailable for %.1fs: %r", self._breaker_seconds, exc)
-        self._open_until = time.monotonic() + self._breaker_seconds
+        # A full pool says so with a ConnectionError raised from its own wait's timeout.
+        timed_out = (isinstance(exc, TimeoutError | RedisTimeoutError)
+                     or isinstance(exc.__cause__, TimeoutError))
+        self._timeouts = self._timeouts + 1 if timed_out else 0
+        if not timed_out or self._timeouts >= self.TIMEOUTS_TO_TRIP:
+            if self.available:
+                logger.warning("limits Redis unavailable for %.1fs: %r",
+                               self._breaker_seconds, exc)
+            self._open_until = time.monotonic() + self._breaker_seconds
         return LimiterDown(repr(exc))
 
     async def reserve(self, checks: list[Check], *, lease: str, lease_ms: int,
@@ -156,6 +173,7 @@ class RedisLimiter:
                                           args=_args(checks, seeds, lease, lease_ms))
         except (RedisError, OSError, TimeoutError) as exc:
             raise self._trip(exc) from exc
+        self._timeouts = 0
         return _outcomes(raw)
 
     async def settle(self, batches: list[list[Settlement]]) -> list[list[tuple[int, int]]]:

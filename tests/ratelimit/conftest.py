@@ -1,0 +1,20 @@
+"""Gateways for the limits tests: the limits Redis is the test Redis unless a test
+starts one of its own; limits and prices reach a gateway within 0.2 s of a change."""
+
+import pytest
+
+from tests.conftest import TEST_REDIS_URL
+from tests.live import start_gateway
+
+# The machine is shared and busy: these tests are about what Redis answers, so a slow
+# answer is waited for rather than taken for a dead Redis (the fault tests use the default).
+LIMITS_ENV = {"REDIS_URL": TEST_REDIS_URL, "COGNITUDE_LIMITS_CACHE_SECONDS": "0.2",
+              "COGNITUDE_LIMITS_REDIS_TIMEOUT": "3"}
+
+
+@pytest.fixture(scope="module")
+def limits_gateway(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        started = start_gateway(LIMITS_ENV)
+    yield started
+    started.stop()
