@@ -38,14 +38,7 @@ _HIT_BY_TIER = {tier: CacheOutcome(f"hit_{tier}") for tier in CacheTier}
 HIT_OUTCOMES = frozenset(_HIT_BY_TIER.values())
 # Outcomes where the gateway asked upstream (its failures are the upstream's).
 UPSTREAM_OUTCOMES = frozenset({CacheOutcome.MISS, CacheOutcome.BYPASS})
-# Outcomes that were a lookup: the denominator of a hit rate (a bypass is no lookup).
-LOOKUP_OUTCOMES = HIT_OUTCOMES | {CacheOutcome.MISS}
 
 
 def hit_outcome(tier: CacheTier) -> CacheOutcome:
     return _HIT_BY_TIER[tier]
-
-
-def tier_of(outcome: str) -> CacheTier | None:
-    """The tier of a hit outcome; None for the others."""
-    return CacheTier(outcome.removeprefix("hit_")) if outcome in HIT_OUTCOMES else None
