@@ -268,9 +268,10 @@ class FakeUpstream:
         stats.by_token[credential_of(scope)] += 1
         stats.in_flight += 1
         try:
+            deployment = None
             if path.startswith("/openai/"):
                 check_azure(scope)
-            deployment = AZURE_DEPLOYMENT_PATH.match(path)
+                deployment = AZURE_DEPLOYMENT_PATH.match(path)
             if method == "GET" and path.startswith(("/v1/models", "/openai/models")):
                 await self.models(scope, send)
             elif method == "POST" and deployment is not None:
