@@ -1,6 +1,6 @@
 """The /v1 gateway: a lean ASGI app (Django's ASGI handler costs ~1 ms a request in
 thread switches; see design.md). Each request reads top to bottom in `answer_post`:
-who is calling, what they ask, the cache, the provider, the cache again."""
+who is calling, what they ask, the cache, the route's providers, the cache again."""
 
 import asyncio
 import gc
@@ -13,7 +13,8 @@ from caching.outcomes import HIT_OUTCOMES, CacheOutcome
 from caching.services import cache_lookup, coalescer
 from cognitude.db import db_threads_stop, loop_connections_close
 from organizations.services import AuthFailure
-from proxy.auth import authenticate
+from proxy.auth import UpstreamProblem, authenticate
+from proxy.catalog import model_retrieve, models_list
 from proxy.http import BodyTooLarge, new_request_id, read_body, respond, respond_error
 from proxy.parse import (
     Refusal,
@@ -26,14 +27,18 @@ from proxy.parse import (
 from proxy.providers import UpstreamError
 from proxy.providers.base import close_sessions
 from proxy.record import Record
-from proxy.relay import BYPASS, MISS, Ask, ask_upstream, provider_or_refusal, send_hit
+from proxy.relay import BYPASS, MISS, Ask, ask_upstream, send_hit
 from ratelimit.gate import RequestLimits, address_failed, address_refusal, client_address
+from routing.shared import shared_redis_close
 
 POST_ENDPOINTS = {
     "/v1/chat/completions": "chat/completions",
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
+    "/v1/responses": "responses",  # OpenAI's Responses API
+    "/v1/messages": "messages",  # Anthropic's Messages API
 }
+MODELS_PATH = "/v1/models"
 
 
 async def refuse(send, refusal: Refusal, headers: list) -> None:
@@ -79,7 +84,6 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
                             code="invalid_api_key")
         return
     record.org_id, record.api_key_id = caller.org_id, caller.key_id
-    record.provider = caller.upstream.kind if caller.upstream else ""
 
     # What they ask.
     limit = settings.COGNITUDE_MAX_BODY_BYTES
@@ -138,22 +142,22 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
         turn.result = await ask_upstream(send, receive, ask, headers, record)
 
 
-async def handle_models(scope, receive, send) -> None:
+async def handle_models(scope, receive, send, model: str | None) -> None:
+    """GET /v1/models (the routes and the providers' models) or /v1/models/{model}."""
     headers = [(b"x-request-id", new_request_id().encode())]
     caller = await authenticate(api_key_from(request_headers(scope)))
     if isinstance(caller, AuthFailure):
         await respond_error(send, 401, "Invalid or missing API key", headers,
                             code="invalid_api_key")
         return
-    provider = await provider_or_refusal(send, caller, headers)
-    if provider is None:
+    if model is None:
+        answer = await models_list(caller=caller)
+    else:
+        answer = await model_retrieve(caller=caller, model=model)
+    if isinstance(answer, (UpstreamProblem, UpstreamError)):
+        await respond_error(send, answer.status, answer.message, headers, code=answer.code)
         return
-    try:
-        upstream = await provider.send("/models", None)
-    except UpstreamError as exc:
-        await respond_error(send, exc.status, exc.message, headers, code=exc.code)
-        return
-    await respond(send, upstream.status, upstream.body, headers, upstream.content_type.encode())
+    await respond(send, answer.status, answer.body, headers, answer.content_type)
 
 
 async def lifespan(receive, send) -> None:
@@ -172,6 +176,7 @@ async def lifespan(receive, send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await close_sessions()
             await hot_tier().close()
+            await shared_redis_close()
             await loop_connections_close()
             await asyncio.get_running_loop().run_in_executor(None, buffer.flush)
             db_threads_stop()
@@ -194,12 +199,12 @@ async def application(scope, receive, send) -> None:
             await handle_post(scope, receive, send, endpoint)
         except ConnectionResetError:
             return
-    elif path == "/v1/models":
+    elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
         if method != "GET":
-            await respond_error(send, 405, "Use GET for /v1/models",
+            await respond_error(send, 405, f"Use GET for {path}",
                                 [(b"x-request-id", new_request_id().encode()), (b"allow", b"GET")])
             return
-        await handle_models(scope, receive, send)
+        await handle_models(scope, receive, send, path[len(MODELS_PATH) + 1:] or None)
     else:
         await respond_error(send, 404, f"Unknown endpoint {method} {path}",
                             [(b"x-request-id", new_request_id().encode())], code="unknown_url")

@@ -1,8 +1,10 @@
-"""Who is calling: API key -> organization, served from a short in-process cache.
+"""Who is calling: API key -> organization and its routing table (providers and
+routes, keys decrypted), served from a short in-process cache.
 
 A cache hit must not touch PostgreSQL, so a key's answer (good or bad) is
 remembered for COGNITUDE_API_KEY_CACHE_SECONDS (5 s by default): that is the bound
-on how long a revoked or expired key keeps working in a running process.
+on how long a revoked or expired key keeps working in a running process, and on how
+long a changed provider or route takes to be seen.
 """
 
 import logging
@@ -14,8 +16,9 @@ from django.conf import settings
 from cognitude.db import run_in_db_thread
 from organizations import keys
 from organizations.crypto import CredentialDecryptionError
-from organizations.selectors import provider_api_key, provider_for_org
 from organizations.services import AuthFailure, api_key_authenticate, api_key_precheck
+from routing.selectors import routing_table_for_org
+from routing.table import RoutingTable
 
 logger = logging.getLogger("cognitude.proxy")
 
@@ -23,15 +26,8 @@ _MAX_REMEMBERED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
-class Upstream:
-    kind: str
-    base_url: str
-    api_key: str
-
-
-@dataclass(frozen=True, slots=True)
 class UpstreamProblem:
-    """Why the organization's upstream cannot be used, as the client will be told."""
+    """Why the organization's upstreams cannot be used, as the client will be told."""
 
     status: int
     message: str
@@ -50,9 +46,9 @@ class Caller:
     org_id: int
     key_id: int
     cache_ttl: int
-    upstream: Upstream | None
-    # Set when upstream is None.
-    upstream_problem: UpstreamProblem | None
+    routing: RoutingTable
+    # Set when the routing table could not be built (then it is empty).
+    problem: UpstreamProblem | None = None
 
 
 _remembered: dict[str, tuple[float, Caller | AuthFailure]] = {}
@@ -64,23 +60,18 @@ def _load(raw_key: str) -> Caller | AuthFailure:
         assert result.failure is not None
         return result.failure
     organization = result.api_key.organization
-    upstream, problem = None, None
-    credential = provider_for_org(organization=organization)
-    if credential is None:
-        problem = NO_PROVIDER
-    else:
-        try:
-            upstream = Upstream(credential.kind, credential.base_url,
-                                provider_api_key(credential=credential))
-        except CredentialDecryptionError as exc:
-            logger.error("org %s: %s", organization.pk, exc)
-            problem = UNREADABLE_PROVIDER
+    table, problem = RoutingTable(), None
+    try:
+        table = routing_table_for_org(organization_id=organization.pk)
+    except CredentialDecryptionError as exc:
+        logger.error("org %s: %s", organization.pk, exc)
+        problem = UNREADABLE_PROVIDER
     return Caller(
         org_id=organization.pk,
         key_id=result.api_key.pk,
         cache_ttl=organization.cache_ttl_seconds or settings.COGNITUDE_CACHE_TTL,
-        upstream=upstream,
-        upstream_problem=problem,
+        routing=table,
+        problem=problem,
     )
 
 

@@ -1,7 +1,7 @@
 """What a /v1 request asks for: its key, its body and its cache controls, or why it is
 refused before anything else happens."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -22,7 +22,7 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    endpoint: str  # "chat/completions", ...
+    endpoint: str  # "chat/completions", ..., "responses", "messages"
     body: dict
     raw_body: bytes
     stream: bool
@@ -57,6 +57,14 @@ def declared_too_large(headers: dict[bytes, bytes], limit: int) -> Refusal | Non
     return too_large(limit) if length.isdigit() and int(length) > limit else None
 
 
+def _stateful(endpoint: str, body: dict) -> bool:
+    """A Responses API request that continues a stored response or conversation, or
+    runs in the background (its answer is a job, not the response)."""
+    return endpoint == "responses" and (
+        body.get("previous_response_id") is not None or body.get("conversation") is not None
+        or body.get("background") is True)
+
+
 def parse(endpoint: str, headers: dict[bytes, bytes], raw_body: bytes) -> Request | Refusal:
     try:
         body = orjson.loads(raw_body)
@@ -71,6 +79,9 @@ def parse(endpoint: str, headers: dict[bytes, bytes], raw_body: bytes) -> Reques
     )
     if isinstance(controls, str):
         return Refusal(400, controls, "invalid_cache_control")
+    if _stateful(endpoint, body):
+        # Its answer depends on what the provider holds, not on the request alone.
+        controls = replace(controls, no_cache=True, no_store=True)
     return Request(
         endpoint=endpoint,
         body=body,

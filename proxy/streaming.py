@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from cognitude.errors import error_body
+
 DONE = b"data: [DONE]\n\n"
 
 
@@ -57,6 +59,19 @@ class StreamRecorder:
     @property
     def complete(self) -> bool:
         return self.done and not self.failed and bool(self.chunks)
+
+    @property
+    def model(self) -> str:
+        return str(self.chunks[0].get("model") or "") if self.chunks else ""
+
+    def end(self) -> bytes:
+        """What ends the client's stream once the upstream's is over."""
+        return DONE if self.done else self.broken(502, "The upstream stream ended early")
+
+    @staticmethod
+    def broken(status: int, message: str) -> bytes:
+        """The error event that tells the client its stream broke (the OpenAI SDK raises it)."""
+        return event(error_body(status, message, code="upstream_stream_broken"))
 
     def assembled(self) -> bytes:
         """The non-streamed answer these chunks add up to."""

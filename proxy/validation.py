@@ -73,7 +73,45 @@ def _embeddings(body: dict) -> Invalid | None:
     return None
 
 
-_CHECKS = {"chat/completions": _chat, "completions": _completions, "embeddings": _embeddings}
+def _responses(body: dict) -> Invalid | None:
+    value = body.get("input")
+    if not isinstance(value, (str, list)) or not value:
+        return Invalid("'input' must be a non-empty string or array", "input")
+    if isinstance(value, list) and not all(isinstance(item, dict) for item in value):
+        return Invalid("'input' items must be objects", "input")
+    if body.get("max_output_tokens") is not None and not _is_positive_int(
+            body["max_output_tokens"]):
+        return Invalid("'max_output_tokens' must be a positive integer", "max_output_tokens")
+    for name in ("previous_response_id", "instructions"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            return Invalid(f"'{name}' must be a string", name)
+    if body.get("background") is not None and not isinstance(body["background"], bool):
+        return Invalid("'background' must be a boolean", "background")
+    return None
+
+
+_MESSAGES_ROLES = frozenset({"user", "assistant"})
+
+
+def _messages(body: dict) -> Invalid | None:
+    """Anthropic's Messages API: max_tokens is required, the system prompt is a field."""
+    if not _is_positive_int(body.get("max_tokens")):
+        return Invalid("'max_tokens' is required and must be a positive integer", "max_tokens")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return Invalid("'messages' must be a non-empty array", "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _MESSAGES_ROLES:
+            return Invalid(f"messages[{i}] must be an object with a role (assistant, user)",
+                           f"messages[{i}]")
+    system = body.get("system")
+    if system is not None and not isinstance(system, (str, list)):
+        return Invalid("'system' must be a string or an array of text blocks", "system")
+    return None
+
+
+_CHECKS = {"chat/completions": _chat, "completions": _completions, "embeddings": _embeddings,
+           "responses": _responses, "messages": _messages}
 
 
 def validate(endpoint: str, body: object) -> Invalid | None:
