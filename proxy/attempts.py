@@ -20,7 +20,7 @@ from django.conf import settings
 
 from proxy.providers import UpstreamError
 from routing.balance import latencies, latency_note
-from routing.breakers import breakers
+from routing.breakers import Breakers, breakers
 from routing.plan import route_plan
 from routing.table import Route, Target
 
@@ -90,10 +90,16 @@ class Failed:
 
 
 class Attempts:
-    def __init__(self, route: Route, *, started: float) -> None:
+    @classmethod
+    async def begin(cls, route: Route, *, started: float) -> "Attempts":
+        """The attempts of a request that came in at `started` (perf_counter)."""
+        found = breakers()
+        await found.refresh()
+        return cls(route, started=started, breakers=found)
+
+    def __init__(self, route: Route, *, started: float, breakers: Breakers) -> None:
         self.route = route
-        self._breakers = breakers()
-        self._breakers.refresh_soon()
+        self._breakers = breakers
         plan = route_plan(route=route, is_blocked=self._breakers.is_blocked,
                           latency=latencies(), rng=_rng)
         self._plan = plan.targets

@@ -175,7 +175,7 @@ async def ask_upstream(send, receive, ask: Ask, headers: list,
     if isinstance(route, UpstreamProblem):
         await respond_error(send, route.status, route.message, headers, code=route.code)
         return None
-    attempts = Attempts(route, started=record.started)
+    attempts = await Attempts.begin(route, started=record.started)
     headers = [*headers, (b"x-cognitude-cache", ask.outcome)]
     if ask.request.stream:
         return await _relay_stream(send, receive, ask, attempts, headers, record)

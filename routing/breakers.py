@@ -10,8 +10,9 @@ Where the state lives: one small hash in the hot-tier Redis (REDIS_URL), a field
 target with failures, open-until and probe-until (wall-clock seconds). That Redis may
 evict it or go away: losing it only costs a probe (or a few failures) again, so it
 needs no durable store. Each process keeps its own copy and reads only that: the copy
-is replaced from Redis at most once a second, in the background, and adopts at once
-every transition this process makes (the scripts return the new state). A request on
+is replaced from Redis at most once a second (one request a second waits that one
+round trip) and adopts at once every transition this process makes (the scripts
+return the new state). A request on
 a healthy route therefore makes no Redis call for breakers at all: a success touches
 Redis only when the target had failures to clear. With no REDIS_URL, or while Redis is
 down, the process's own copy is the state.
@@ -91,7 +92,7 @@ class Breakers:
             self._failure = redis.client.register_script(_FAILURE)
             self._claim = redis.client.register_script(_CLAIM)
         self._refreshed_at = float("-inf")
-        self._refreshing: asyncio.Task | None = None
+        self._refreshing = False
         self._threshold = settings.COGNITUDE_BREAKER_FAILURES
         self._cooldown = settings.COGNITUDE_BREAKER_COOLDOWN_SECONDS
 
@@ -115,25 +116,23 @@ class Breakers:
         state = self._states.get(key)
         return max(0.0, state.open_until - time.time()) if state is not None else 0.0
 
-    def refresh_soon(self) -> None:
-        """Replace the local copy from Redis if it is over a second old, in the
-        background: the caller carries on with the copy it has."""
-        if self._refreshing is not None or not self._redis.usable:
+    async def refresh(self) -> None:
+        """Replace the local copy from Redis if it is over a second old. At most one
+        request a second per process waits on this; the others meanwhile read the copy
+        they have."""
+        if self._refreshing or not self._redis.usable:
             return
         now = time.monotonic()
         if now - self._refreshed_at < REFRESH_SECONDS:
             return
-        self._refreshed_at = now
-        self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
-
-    async def _refresh(self) -> None:
+        self._refreshed_at, self._refreshing = now, True
         try:
             fields = await self._redis.client.hgetall(STATE_KEY)
             self._states = {key.decode(): BreakerState.parse(raw) for key, raw in fields.items()}
         except (RedisError, OSError, ValueError) as exc:
             self._redis.trouble(exc)
         finally:
-            self._refreshing = None
+            self._refreshing = False
 
     # Transitions: local at once, then published.
 

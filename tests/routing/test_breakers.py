@@ -63,16 +63,14 @@ def test_it_lets_one_probe_through_after_the_cool_down_and_closes_on_its_success
         one, other = Breakers(SharedRedis(TEST_REDIS_URL)), Breakers(SharedRedis(TEST_REDIS_URL))
         for _ in range(3):
             await one.failure(KEY)
-        other.refresh_soon()
-        await asyncio.sleep(0.05)
+        await other.refresh()
         open_for_other = other.is_blocked(KEY)
         await asyncio.sleep(COOLDOWN)
         half_open = (not one.is_blocked(KEY), one.needs_probe(KEY))
         claims = (await one.claim_probe(KEY), await other.claim_probe(KEY))
         await one.success(KEY)
         await asyncio.sleep(REFRESH_SECONDS)
-        other.refresh_soon()
-        await asyncio.sleep(0.05)
+        await other.refresh()
         return open_for_other, half_open, claims, other.is_blocked(KEY), other.needs_probe(KEY)
 
     open_for_other, half_open, claims, blocked_after, probe_after = run(scenario)
@@ -106,8 +104,7 @@ def test_it_counts_the_failures_of_every_process_together(clean_redis):
         await one.failure(KEY)
         await other.failure(KEY)
         await one.failure(KEY)
-        other.refresh_soon()
-        await asyncio.sleep(0.05)
+        await other.refresh()
         return one.is_blocked(KEY), other.is_blocked(KEY)
 
     assert run(scenario) == (True, True)
@@ -122,8 +119,7 @@ def test_it_keeps_the_state_locally_when_redis_is_away(settings):
         started = time.monotonic()
         for _ in range(3):
             await breakers.failure(KEY)
-        breakers.refresh_soon()
-        await asyncio.sleep(0.05)
+        await breakers.refresh()
         blocked = breakers.is_blocked(KEY)
         await asyncio.sleep(COOLDOWN)
         claimed = await breakers.claim_probe(KEY)
@@ -145,7 +141,7 @@ def test_it_makes_no_redis_call_per_request_on_the_healthy_path():
             # What a request does on a healthy route: refresh if due, read, succeed.
             started = time.monotonic()
             for _ in range(3_000):
-                breakers.refresh_soon()
+                await breakers.refresh()
                 assert not breakers.is_blocked(KEY)
                 await breakers.success(KEY)
                 await asyncio.sleep(0.001)
