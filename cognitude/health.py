@@ -14,6 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from kombu import Connection
 
 from caching.health import hot_tier_health
+from ratelimit.health import limits_health
 
 
 def _database() -> dict:
@@ -58,14 +59,16 @@ def _wait(future: Future, until: float) -> dict:
 def health(request: HttpRequest) -> JsonResponse:
     started = time.monotonic()
     database, redis, broker = _start(_database), _start(hot_tier_health), _start(_broker)
+    limits = _start(limits_health)
     parts = {
         "redis": _wait(redis, started + 0.8),
         "broker": _wait(broker, started + 0.8),
+        "limits": _wait(limits, started + 0.8),
         "database": _wait(database, started + 1.5),
     }
     if parts["database"]["status"] != "healthy":
         status, code = "unhealthy", 503
-    elif any(parts[name]["status"] == "unavailable" for name in ("redis", "broker")):
+    elif any(parts[name]["status"] == "unavailable" for name in ("redis", "broker", "limits")):
         status, code = "degraded", 200
     else:
         status, code = "healthy", 200

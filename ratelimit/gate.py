@@ -143,9 +143,9 @@ def _spend_since(key: tuple[int, int | None, float]) -> Decimal:
     return period_spend(org_id=org_id, key_id=key_id, since=datetime.fromtimestamp(since, tz=UTC))
 
 
-# Shared by every request that finds the same counter missing at once (a flush, a
-# restart): one query, not one each.
-_spends: Snapshots[tuple[int, int | None, float], Decimal] = Snapshots(_spend_since, lambda: 1.0)
+# Shared by the requests that find the same counter missing at once (a flush, a
+# restart): one query, not one each; kept no longer than that query.
+_spends: Snapshots[tuple[int, int | None, float], Decimal] = Snapshots(_spend_since, lambda: 0.0)
 
 
 async def _seeds(org_id: int, applied: list[Applied], missing: list[int]) -> dict[int, Seed]:
