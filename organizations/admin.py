@@ -1,7 +1,6 @@
 from datetime import timedelta
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -10,7 +9,6 @@ from django.template.response import TemplateResponse
 
 from organizations import services
 from organizations.models import ApiKey, Membership, Organization, Provider
-from organizations.urlcheck import validate_upstream_base_url
 
 
 class MembershipInline(admin.TabularInline):
@@ -47,29 +45,29 @@ class ApiKeyCreateForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["organization", "name"]
+        fields = ["organization", "name", "scope"]
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "name", "organization", "created_at", "last_used_at",
+    list_display = ["prefix", "name", "organization", "scope", "created_at", "last_used_at",
                     "expires_at", "revoked_at"]
-    list_filter = ["organization"]
+    list_filter = ["scope", "organization"]
     search_fields = ["prefix", "name", "organization__name"]
     actions = ["revoke"]
-    readonly_fields = ["prefix", "organization", "created_by", "created_at", "last_used_at",
-                       "expires_at", "revoked_at"]
-    fields = ["name", "prefix", "organization", "created_by", "created_at", "last_used_at",
-              "expires_at", "revoked_at"]
+    readonly_fields = ["prefix", "organization", "scope", "created_by", "created_at",
+                       "last_used_at", "expires_at", "revoked_at"]
+    fields = ["name", "prefix", "organization", "scope", "created_by", "created_at",
+              "last_used_at", "expires_at", "revoked_at"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = ApiKeyCreateForm
-            kwargs["fields"] = ["organization", "name", "expires_in_days"]
+            kwargs["fields"] = ["organization", "name", "scope", "expires_in_days"]
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fields(self, request, obj=None):
-        return ["organization", "name", "expires_in_days"] if obj is None else self.fields
+        return ["organization", "name", "scope", "expires_in_days"] if obj is None else self.fields
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.readonly_fields
@@ -82,6 +80,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         created = services.api_key_create(
             organization=form.cleaned_data["organization"],
             name=form.cleaned_data["name"],
+            scope=form.cleaned_data["scope"],
             created_by=request.user,
             expires_in=timedelta(days=days) if days else None,
         )
@@ -122,36 +121,54 @@ class ProviderForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False),
         help_text="Write-only. Leave empty to keep the stored key.",
     )
+    # Not the model's is_default: making this provider the default moves the default,
+    # which the one-default constraint would refuse before the service could move it.
+    make_default = forms.BooleanField(
+        required=False, label="Default",
+        help_text="Receives every model that has no route; the first provider of an "
+                  "organization is its default anyway.")
 
     class Meta:
         model = Provider
-        fields = ["organization", "kind", "base_url"]
+        fields = ["organization", "name", "kind", "base_url", "api_version", "enabled"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial.setdefault("make_default", self.instance.is_default)
 
     def clean(self):
         cleaned = super().clean()
-        if not self.instance.pk and not cleaned.get("api_key"):
-            self.add_error("api_key", "A new provider credential needs an API key.")
-        if cleaned.get("base_url"):
-            try:
-                validate_upstream_base_url(
-                    cleaned["base_url"],
-                    allow_private=settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS,
-                )
-            except ValidationError as exc:
-                self.add_error("base_url", exc)
+        organization = cleaned.get("organization") or getattr(self.instance, "organization",
+                                                                None)
+        if organization is None or self.errors:
+            return cleaned
+        try:
+            services.provider_validate(
+                organization=organization, name=cleaned.get("name", ""),
+                kind=cleaned.get("kind", ""), base_url=cleaned.get("base_url", ""),
+                api_version=cleaned.get("api_version", ""),
+                api_key=cleaned.get("api_key") or None,
+                provider=self.instance if self.instance.pk else None,
+            )
+        except ValidationError as exc:
+            self.add_error(None, exc)
         return cleaned
 
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
     form = ProviderForm
-    list_display = ["organization", "kind", "base_url", "key_hint", "updated_at"]
-    fields = ["organization", "kind", "base_url", "api_key", "key_hint"]
+    list_display = ["name", "organization", "kind", "base_url", "key_hint", "enabled",
+                    "is_default", "updated_at"]
+    list_filter = ["kind", "enabled", "is_default"]
+    search_fields = ["name", "organization__name", "organization__slug", "base_url"]
+    fields = ["organization", "name", "kind", "base_url", "api_version", "api_key",
+              "key_hint", "enabled", "make_default"]
     readonly_fields = ["key_hint"]
 
     def get_readonly_fields(self, request, obj=None):
-        # provider_credential_set keys on the organization: "moving" a credential would
-        # really create or overwrite another organization's one.
+        # A provider belongs to its organization: "moving" one would hand its key and
+        # its routes' traffic to another tenant.
         return ["organization", "key_hint"] if obj else ["key_hint"]
 
     @admin.display(description="API key")
@@ -159,10 +176,16 @@ class ProviderAdmin(admin.ModelAdmin):
         return f"…{obj.api_key_last4}" if obj.pk else ""
 
     def save_model(self, request, obj: Provider, form, change: bool) -> None:
-        saved = services.provider_credential_set(
-            organization=obj.organization,
-            kind=obj.kind,
-            base_url=obj.base_url,
-            api_key=form.cleaned_data.get("api_key") or None,
-        )
+        data = form.cleaned_data
+        fields = {"name": data["name"], "kind": data["kind"], "base_url": data["base_url"],
+                  "api_version": data["api_version"], "enabled": data["enabled"],
+                  "is_default": data["make_default"]}
+        if change:
+            saved = services.provider_update(provider=Provider.objects.get(pk=obj.pk),
+                                             api_key=data.get("api_key") or None, **fields)
+        else:
+            saved = services.provider_add(organization=data["organization"],
+                                          api_key=data["api_key"], **fields)
+        # The admin logs and redirects with `obj`: it must become the saved row.
         obj.pk = saved.pk
+        obj.refresh_from_db()

@@ -166,8 +166,6 @@ def _provider_check(*, name: str, kind: str, base_url: str, api_version: str) ->
     if kind not in Provider.Kind.values:
         raise ValidationError(f"Unknown provider kind {kind!r}: one of "
                               + ", ".join(Provider.Kind.values))
-    if kind == Provider.Kind.AZURE and not api_version:
-        raise ValidationError("An Azure OpenAI provider needs an api_version, e.g. 2024-10-21")
     if kind != Provider.Kind.AZURE and api_version:
         raise ValidationError("api_version applies to Azure OpenAI providers only")
     validate_upstream_base_url(
@@ -186,6 +184,26 @@ def _providers_locked(organization: Organization, *, name: str,
     if providers.filter(name=name).exclude(pk=exclude_pk).exists():
         raise ValidationError(f"This organization already has a provider named {name!r}")
     return providers
+
+
+def provider_validate(
+    *,
+    organization: Organization,
+    name: str,
+    kind: str,
+    base_url: str,
+    api_version: str = "",
+    api_key: str | None = None,
+    provider: Provider | None = None,
+) -> None:
+    """Raise ValidationError unless provider_add (or, given `provider`, provider_update
+    of it) would take these: for forms, which show the problem before writing."""
+    _provider_check(name=name, kind=kind, base_url=base_url, api_version=api_version)
+    if provider is None and not api_key:
+        raise ValidationError("A new provider needs an API key")
+    taken = Provider.objects.filter(organization=organization, name=name)
+    if taken.exclude(pk=provider.pk if provider else None).exists():
+        raise ValidationError(f"This organization already has a provider named {name!r}")
 
 
 def provider_add(

@@ -28,7 +28,7 @@ def operator(world, client) -> Client:
 def add_api_key(operator: Client, org, **fields) -> tuple[str, str]:
     """Submit the admin's add form; returns (page HTML, raw key shown on it)."""
     response = operator.post("/admin/organizations/apikey/add/",
-                             {"organization": org.pk, "name": "", **fields})
+                             {"organization": org.pk, "name": "", "scope": "proxy", **fields})
     assert response.status_code == 200
     page = response.content.decode()
     match = RAW_KEY_ON_PAGE.search(page)
@@ -154,8 +154,9 @@ def test_it_stores_a_provider_key_from_the_add_form_encrypted(operator, world, s
     org = organization_create(name="Org C")
 
     response = operator.post("/admin/organizations/provider/add/", {
-        "organization": org.pk, "kind": "openai", "base_url": "https://8.8.8.8/v1/",
-        "api_key": "sk-admin-added-secret-5678",
+        "organization": org.pk, "name": "openai", "kind": "openai",
+        "base_url": "https://8.8.8.8/v1/", "api_key": "sk-admin-added-secret-5678",
+        "enabled": "on",
     })
 
     assert response.status_code == 302
@@ -176,8 +177,8 @@ def test_it_keeps_the_provider_key_when_the_field_is_left_empty(operator, world)
     credential = Provider.objects.get(organization=world.a.org)
 
     response = operator.post(f"/admin/organizations/provider/{credential.pk}/change/", {
-        "organization": world.a.org.pk, "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
-        "api_key": "",
+        "name": "default", "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
+        "api_key": "", "enabled": "on", "make_default": "on",
     })
 
     assert response.status_code == 302
@@ -191,12 +192,12 @@ def test_it_requires_a_key_for_a_new_provider(operator, world):
     org = organization_create(name="Org C")
 
     response = operator.post("/admin/organizations/provider/add/", {
-        "organization": org.pk, "kind": "openai", "base_url": "https://8.8.8.8/v1",
-        "api_key": "",
+        "organization": org.pk, "name": "openai", "kind": "openai",
+        "base_url": "https://8.8.8.8/v1", "api_key": "", "enabled": "on",
     })
 
     assert response.status_code == 200
-    assert "A new provider credential needs an API key." in response.content.decode()
+    assert "A new provider needs an API key" in response.content.decode()
     assert not Provider.objects.filter(organization=org).exists()
 
 
@@ -211,8 +212,8 @@ def test_it_refuses_a_private_base_url(operator, world, settings, base_url, erro
     org = organization_create(name="Org C")
 
     response = operator.post("/admin/organizations/provider/add/", {
-        "organization": org.pk, "kind": "openai", "base_url": base_url,
-        "api_key": "sk-org-c-secret-9999",
+        "organization": org.pk, "name": "openai", "kind": "openai", "base_url": base_url,
+        "api_key": "sk-org-c-secret-9999", "enabled": "on",
     })
 
     assert response.status_code == 200
@@ -226,8 +227,9 @@ def test_it_edits_a_provider_without_moving_it_to_another_organization(operator,
     credential = Provider.objects.get(organization=world.a.org)
 
     response = operator.post(f"/admin/organizations/provider/{credential.pk}/change/", {
-        "organization": org.pk, "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
-        "api_key": "",
+        "organization": org.pk, "name": "default", "kind": "openai",
+        "base_url": "http://127.0.0.1:9/v1", "api_key": "", "enabled": "on",
+        "make_default": "on",
     })
 
     assert response.status_code == 302
@@ -236,3 +238,39 @@ def test_it_edits_a_provider_without_moving_it_to_another_organization(operator,
     assert credential.base_url == "http://127.0.0.1:9/v1"
     assert provider_api_key(credential=credential) == world.a.provider_key
     assert not Provider.objects.filter(organization=org).exists()
+
+
+def test_it_adds_a_second_provider_and_moves_the_default(operator, world):
+    response = operator.post("/admin/organizations/provider/add/", {
+        "organization": world.a.org.pk, "name": "claude", "kind": "anthropic",
+        "base_url": "http://127.0.0.1:9", "api_key": "sk-ant-admin-1234", "enabled": "on",
+        "make_default": "on",
+    })
+
+    assert response.status_code == 302
+    providers = {p.name: p for p in Provider.objects.filter(organization=world.a.org)}
+    assert providers["claude"].is_default and not providers["default"].is_default
+    assert provider_api_key(credential=providers["claude"]) == "sk-ant-admin-1234"
+    assert Provider.objects.get(organization=world.b.org).is_default
+
+
+def test_it_refuses_a_taken_provider_name(operator, world):
+    response = operator.post("/admin/organizations/provider/add/", {
+        "organization": world.a.org.pk, "name": "default", "kind": "openai",
+        "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-x-1234", "enabled": "on",
+    })
+
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
+    assert Provider.objects.filter(organization=world.a.org).count() == 1
+
+
+def test_it_sets_an_api_keys_scope_once(operator, world):
+    _, raw_key = add_api_key(operator, world.a.org, scope="admin")
+    api_key = api_key_authenticate(raw_key=raw_key).api_key
+
+    assert api_key.scope == "admin"
+    operator.post(f"/admin/organizations/apikey/{api_key.pk}/change/",
+                  {"name": "renamed", "scope": "proxy"})
+    api_key.refresh_from_db()
+    assert (api_key.name, api_key.scope) == ("renamed", "admin")

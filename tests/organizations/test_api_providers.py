@@ -105,7 +105,7 @@ def test_it_refuses_to_delete_a_provider_in_use(world):
     ({"api_key": ""}, 400, ["api_key", "may not be blank"], "api_key"),
     ({"base_url": "ftp://8.8.8.8"}, 400, ["must start with http:// or https://"], None),
     ({"base_url": "http://10.0.0.5/v1"}, 400, ["private, loopback or link-local"], None),
-    ({"kind": "azure"}, 400, ["needs an api_version"], None),
+    ({"api_version": "2024-10-21"}, 400, ["applies to Azure OpenAI providers only"], None),
     ({"enabled": "maybe"}, 400, ["enabled", "Must be a valid boolean"], "enabled"),
 ])
 def test_it_refuses_bad_input_clearly(world, settings, change, status, words, param):
@@ -121,11 +121,12 @@ def test_it_refuses_bad_input_clearly(world, settings, change, status, words, pa
 def test_it_refuses_a_bad_update_and_changes_nothing(world):
     provider = provider_for_org(organization=world.a.org)
 
-    response = admin_key_client(world.a.org).patch(detail(provider), {"kind": "azure"},
+    response = admin_key_client(world.a.org).patch(detail(provider),
+                                                   {"api_version": "2024-10-21"},
                                                    content_type="application/json")
 
-    assert_error(response, 400, "needs an api_version")
-    assert Provider.objects.get(pk=provider.pk).kind == "openai"
+    assert_error(response, 400, "applies to Azure OpenAI providers only")
+    assert Provider.objects.get(pk=provider.pk).api_version == ""
 
 
 def test_it_lets_a_member_read_but_not_write(world):

@@ -99,8 +99,7 @@ def test_it_adds_providers():
                              "--kind", "openai", "--base-url", "https://8.8.8.8/v1/",
                              "--api-key", "sk-openai-1111"))
     azure = last_line(manage("add_provider", "--org", org.slug, "--name", "azure-east",
-                             "--kind", "azure", "--base-url",
-                             "https://8.8.4.4/openai/deployments/gpt-4o",
+                             "--kind", "azure", "--base-url", "https://8.8.4.4",
                              "--api-key", "az-2222", "--api-version", "2024-10-21",
                              "--default"))
     claude = last_line(manage("add_provider", "--org", org.slug, "--name", "claude",
@@ -108,8 +107,7 @@ def test_it_adds_providers():
                               "--api-key", "sk-ant-3333"))
 
     assert first == f"{org.slug}: openai (openai at https://8.8.8.8/v1), default"
-    assert azure == (f"{org.slug}: azure-east (azure at "
-                     "https://8.8.4.4/openai/deployments/gpt-4o), default")
+    assert azure == f"{org.slug}: azure-east (azure at https://8.8.4.4), default"
     assert claude == f"{org.slug}: claude (anthropic at https://1.1.1.1)"
     stored = {p.name: p for p in Provider.objects.filter(organization=org)}
     assert [name for name, p in stored.items() if p.is_default] == ["azure-east"]
@@ -120,7 +118,7 @@ def test_it_adds_providers():
 @pytest.mark.parametrize("args,words", [
     (("--name", "default"), ["already has a provider named 'default'"]),
     (("--name", "bad:name"), ["Invalid provider name"]),
-    (("--kind", "azure"), ["needs an api_version"]),
+    (("--api-version", "2024-10-21"), ["applies to Azure OpenAI providers only"]),
     (("--kind", "claude"), ["invalid choice: 'claude'"]),
     (("--base-url", "http://169.254.169.254/latest"), ["private, loopback or link-local"]),
 ])

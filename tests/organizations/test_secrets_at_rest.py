@@ -54,13 +54,15 @@ def create_secrets_everywhere(world, client) -> tuple[list[str], list[str]]:
     world.alice.save(update_fields=["is_staff", "is_superuser"])
     client.force_login(world.alice)
     page = client.post("/admin/organizations/apikey/add/",
-                       {"organization": world.a.org.pk, "name": "admin-made"})
+                       {"organization": world.a.org.pk, "name": "admin-made",
+                        "scope": "admin"})
     raw_keys.append(RAW_KEY_ON_PAGE.search(page.content.decode()).group(1))
     org_c = organization_create(name="Org C")
     membership_set(organization=org_c, user=world.charlie, role="owner")
     response = client.post("/admin/organizations/provider/add/", {
-        "organization": org_c.pk, "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
-        "api_key": "sk-admin-made-provider-key-Q7x2",
+        "organization": org_c.pk, "name": "openai", "kind": "openai",
+        "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-admin-made-provider-key-Q7x2",
+        "enabled": "on",
     })
     assert response.status_code == 302
     provider_keys.append("sk-admin-made-provider-key-Q7x2")

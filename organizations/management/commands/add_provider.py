@@ -19,7 +19,8 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", required=True)
         parser.add_argument("--api-key", required=True)
         parser.add_argument("--api-version", default="",
-                            help="Azure OpenAI's api-version (required for --kind azure)")
+                            help="Azure OpenAI's api-version (default: the adapter's, "
+                                 "proxy/providers/azure.py)")
         parser.add_argument("--default", action="store_true",
                             help="make it the organization's default provider")
 
