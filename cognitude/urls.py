@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/", include("analytics.urls")),
     path("api/", include("organizations.urls")),
     path("api/", include("routing.urls")),
+    path("api/", include("ratelimit.urls")),
     path("", include("caching.urls")),
     path("", include("dashboard.urls")),
 ]

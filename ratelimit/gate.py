@@ -24,6 +24,7 @@ from django.utils import timezone
 from analytics.prices import COST_QUANTUM, PriceBook, request_costs
 from cognitude.db import run_in_db_thread
 from cognitude.errors import error_body
+from ratelimit.keys import address_key, budget_key, rate_key
 from ratelimit.periods import BudgetPeriod, budget_period, openai_duration
 from ratelimit.snapshot import BudgetSpec, LimitSpec, OrgLimits, Snapshots, org_limits, price_book
 from ratelimit.store import (
@@ -100,28 +101,24 @@ def tokens_estimate(*, endpoint: str, body: dict, body_size: int) -> tuple[int, 
 
 
 def _rate_checks(org_id: int, spec: LimitSpec, tokens: int) -> list[Applied]:
-    base = f"rl:{{{org_id}}}:{spec.scope}"
     found = []
-    if spec.requests_per_day:
-        found.append(Applied(Check(f"{base}:rpd", RATE, spec.requests_per_day, DAY_MS, 1),
-                             "rpd", spec.label))
-    if spec.requests_per_minute:
-        found.append(Applied(Check(f"{base}:rpm", RATE, spec.requests_per_minute, MINUTE_MS, 1),
-                             "rpm", spec.label))
-    if spec.tokens_per_minute:
-        found.append(Applied(Check(f"{base}:tpm", RATE, spec.tokens_per_minute, MINUTE_MS,
-                                   tokens), "tpm", spec.label))
+    for what, limit, period, cost in (("rpd", spec.requests_per_day, DAY_MS, 1),
+                                      ("rpm", spec.requests_per_minute, MINUTE_MS, 1),
+                                      ("tpm", spec.tokens_per_minute, MINUTE_MS, tokens)):
+        if limit:
+            found.append(Applied(Check(rate_key(org_id, spec.scope, what), RATE, limit,
+                                       period, cost), what, spec.label))
     if spec.concurrent_requests:
-        found.append(Applied(Check(f"{base}:conc", CONCURRENCY, spec.concurrent_requests),
-                             "concurrent", spec.label))
+        found.append(Applied(Check(rate_key(org_id, spec.scope, "conc"), CONCURRENCY,
+                                   spec.concurrent_requests), "concurrent", spec.label))
     return found
 
 
 def _budget_check(org_id: int, spec: BudgetSpec, period: BudgetPeriod,
                   estimate: int) -> Applied:
-    key = f"rl:{{{org_id}}}:b:{spec.scope}:{period.name}:{period.label}"
-    return Applied(Check(key, BUDGET, units(spec.limit_usd), cost=estimate, soft=spec.soft),
-                   "budget", spec.label, spec, period)
+    check = Check(budget_key(org_id, spec.scope, period), BUDGET, units(spec.limit_usd),
+                  cost=estimate, soft=spec.soft)
+    return Applied(check, "budget", spec.label, spec, period)
 
 
 def _specs_for(limits: OrgLimits, key_id: int, model: str) -> list[LimitSpec]:
@@ -440,7 +437,7 @@ async def address_failed(address: str) -> None:
     per_minute = settings.COGNITUDE_LIMITS_UNAUTHENTICATED_PER_MINUTE
     if not per_minute or not address:
         return
-    checks = [Check(f"rl:addr:{{{address}}}", RATE, per_minute, MINUTE_MS, 1)]
+    checks = [Check(address_key(address), RATE, per_minute, MINUTE_MS, 1)]
     try:
         [outcome] = await limiter().reserve(checks, lease="", lease_ms=0, seeds={})
     except LimiterDown:

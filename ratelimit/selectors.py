@@ -7,9 +7,12 @@ from zoneinfo import ZoneInfo
 from django.db.models import Count, QuerySet, Sum
 
 from analytics.models import RequestLog
-from organizations.models import Organization
+from organizations import keys
+from organizations.errors import ApiKeyNotFound
+from organizations.models import ApiKey, Organization
+from ratelimit.errors import BudgetNotFound, LimitNotFound
 from ratelimit.models import Budget, BudgetCrossing, Limit, LimitChange, LimitPolicy
-from ratelimit.periods import REJECTION_REASONS
+from ratelimit.periods import REJECTION_REASONS, BudgetPeriod, budget_period
 from ratelimit.snapshot import BudgetSpec, LimitSpec, OrgLimits
 
 
@@ -55,9 +58,47 @@ def limits_for_org(*, organization: Organization) -> QuerySet[Limit]:
             .order_by("api_key__prefix", "model"))
 
 
+def limit_get_for_org(*, organization: Organization, limit_id: int) -> Limit:
+    """Raises LimitNotFound for anyone else's."""
+    found = limits_for_org(organization=organization).filter(pk=limit_id).first()
+    if found is None:
+        raise LimitNotFound("No such limit")
+    return found
+
+
 def budgets_for_org(*, organization: Organization) -> QuerySet[Budget]:
     return (Budget.objects.filter(organization=organization).select_related("api_key")
             .order_by("api_key__prefix", "period"))
+
+
+def budget_get_for_org(*, organization: Organization, budget_id: int) -> Budget:
+    """Raises BudgetNotFound for anyone else's."""
+    found = budgets_for_org(organization=organization).filter(pk=budget_id).first()
+    if found is None:
+        raise BudgetNotFound("No such budget")
+    return found
+
+
+def budget_find(*, organization: Organization, api_key: ApiKey | None,
+                period: str) -> Budget:
+    """The budget of this scope and period; raises BudgetNotFound."""
+    found = budgets_for_org(organization=organization).filter(api_key=api_key,
+                                                              period=period).first()
+    if found is None:
+        raise BudgetNotFound("No such budget")
+    return found
+
+
+def budget_period_now(*, budget: Budget) -> BudgetPeriod:
+    """The budget's current period, in its organization's time zone."""
+    return budget_period(budget.period, ZoneInfo(budget.organization.time_zone))
+
+
+def budget_spend(*, budget: Budget) -> Decimal:
+    """What the records say was spent against the budget in its current period."""
+    period = budget_period_now(budget=budget)
+    return period_spend(org_id=budget.organization_id, key_id=budget.api_key_id,
+                        since=period.start)
 
 
 def limit_policy_get(*, organization: Organization) -> LimitPolicy:
@@ -85,3 +126,13 @@ def rejections_by_reason(*, organization: Organization, start: datetime,
             .order_by("-requests", "error_type"))
     return [{"reason": row["error_type"], "label": REJECTION_REASONS[row["error_type"]],
              "requests": row["requests"]} for row in rows]
+
+
+def api_key_by_prefix(*, organization: Organization, prefix: str) -> ApiKey:
+    """The organization's key shown as `prefix` (cog_ and 8 characters; a whole key
+    works too). Raises ApiKeyNotFound for anyone else's."""
+    found = ApiKey.objects.filter(organization=organization,
+                                  prefix=keys.lookup_prefix(prefix.strip())).first()
+    if found is None:
+        raise ApiKeyNotFound("No such API key")
+    return found

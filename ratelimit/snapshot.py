@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from analytics.prices import PriceBook
 from cognitude.db import run_in_db_thread
+from ratelimit.keys import scope_of
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -34,9 +35,7 @@ class LimitSpec:
 
     @property
     def scope(self) -> str:
-        """Names the row in Redis keys: o (organization) or k<id>, then the model."""
-        who = "o" if self.key_id is None else f"k{self.key_id}"
-        return f"{who}:m={self.model}" if self.model else who
+        return scope_of(self.key_id, self.model)
 
     @property
     def label(self) -> str:
@@ -55,7 +54,7 @@ class BudgetSpec:
 
     @property
     def scope(self) -> str:
-        return "o" if self.key_id is None else f"k{self.key_id}"
+        return scope_of(self.key_id)
 
     @property
     def label(self) -> str:

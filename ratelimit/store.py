@@ -279,6 +279,13 @@ class LocalLimiter:
                     self._budgets[check.key][0] += check.cost
         return outcomes
 
+    def tat(self, key: str) -> float | None:
+        """A rate's theoretical arrival time (ms, this process's monotonic clock)."""
+        return self._tats.get(key)
+
+    def leases_in_flight(self, key: str, now: float) -> int:
+        return sum(1 for expiry in self._leases.get(key, {}).values() if expiry > now)
+
     async def settle(self, batches: list[list[Settlement]]) -> list[list[tuple[int, int]]]:
         now = self._now()
         crossed_all = []
