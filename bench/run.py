@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,12 @@ WRK_SCRIPT = PROJECT_DIR / "bench" / "bench.lua"
 CHAT_PATH = "/v1/chat/completions"
 PROVIDER_KEY = "sk-fake-bench-provider"
 CACHE_HEADER = "x-cognitude-cache"
+FALLBACK_HEADER = "x-cognitude-fallback"
+# The routes provision() makes: two healthy targets; a dead first target, then a healthy.
+TWO_TARGET_ROUTE = "bench-route"
+FALLBACK_ROUTE = "bench-fallback"
+# A route scenario may be at most this much slower than the plain miss of the same run.
+ROUTE_TOLERANCE = 0.05
 GATEWAY_ENV_DEFAULTS = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/cognitude_bench",
     "REDIS_URL": "redis://127.0.0.1:6379/14",
@@ -48,6 +54,7 @@ GATEWAY_ENV_DEFAULTS = {
 BROKER_URL_DEFAULT = "amqp://guest:guest@127.0.0.1:5672//"
 READY_TIMEOUT_S = 60.0
 WARMUP_TIMEOUT_S = 5.0
+WARMUP_RUN_S = 3
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -71,9 +78,14 @@ class Scenario:
     # False runs on a gateway started with COGNITUDE_REQUEST_LOG=false: what analytics
     # costs the hot path is the difference with the same scenario recorded.
     record_requests: bool = True
+    model: str = "gpt-4o-mini"
+    # Before the run, send misses until the route's first target is skipped (breaker open).
+    open_breaker: bool = False
+    # The scenario of the same run this one must stay within ROUTE_TOLERANCE of (req/s).
+    compare_to: str | None = None
 
     def body(self) -> str:
-        payload: dict[str, Any] = {"model": "gpt-4o-mini", "temperature": 0}
+        payload: dict[str, Any] = {"model": self.model, "temperature": 0}
         payload["messages"] = UNIQUE_MESSAGES if self.unique else MESSAGES
         if self.stream:
             payload["stream"] = True
@@ -105,6 +117,11 @@ SCENARIOS = {
         Scenario("miss", "a unique body every time: every request goes upstream", unique=True),
         Scenario("miss-c1", "misses at concurrency 1: what the gateway adds to a call",
                  unique=True, connections=1),
+        Scenario("miss-route", "misses through a two-target route (the first answers)",
+                 unique=True, model=TWO_TARGET_ROUTE, compare_to="miss"),
+        Scenario("miss-fallback", "misses whose route's first target refuses connections "
+                 "(its breaker open)", unique=True, model=FALLBACK_ROUTE, open_breaker=True,
+                 compare_to="miss"),
         Scenario(
             "stream-hit",
             "stream: true, the same body: hits replayed as SSE",
@@ -274,6 +291,22 @@ def warm_up(gateway: Gateway, scenario: Scenario) -> str:
     return f"FAIL (no HIT after warm-up; last {CACHE_HEADER}: {outcome or 'absent'})"
 
 
+def open_breaker(gateway: Gateway, scenario: Scenario) -> str:
+    """Send misses until the route's first target is skipped; '' once it is."""
+    deadline = time.monotonic() + WARMUP_TIMEOUT_S
+    fallback, n = "", 0
+    while time.monotonic() < deadline:
+        n += 1
+        body = scenario.body().replace("{n}", f"breaker-{time.time_ns()}-{n}")
+        status, headers, _ = http_request(
+            gateway.base_url, "POST", CHAT_PATH, body=body, api_key=gateway.api_key
+        )
+        fallback = headers.get(FALLBACK_HEADER, "")
+        if status == 200 and fallback.endswith("=open"):
+            return ""
+    return f"FAIL (first target never skipped; last {FALLBACK_HEADER}: {fallback or 'absent'})"
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -294,6 +327,8 @@ def run_scenario(
         return to_result(scenario, wrk, "-")
     assert gateway is not None
     warm_failure = warm_up(gateway, scenario) if scenario.expects_hits else ""
+    if scenario.open_breaker:
+        warm_failure = open_breaker(gateway, scenario)
     before = upstream_calls(upstream_url)
     cpu_before = cpu_seconds(gateway.process.pid)
     wrk = run_wrk(
@@ -311,7 +346,8 @@ def run_scenario(
     else:
         # Every answered miss must have reached the upstream.
         answered = int(wrk["requests"]) - wrk_errors(wrk)
-        check = ("OK" if calls >= answered else "FAIL") + f" ({calls} upstream calls)"
+        check = warm_failure or (
+            ("OK" if calls >= answered else "FAIL") + f" ({calls} upstream calls)")
     return to_result(scenario, wrk, check, cpu_s)
 
 
@@ -383,6 +419,16 @@ def provision(env: dict[str, str], upstream_url: str) -> str:
         "--api-key",
         PROVIDER_KEY,
     )
+    # The route scenarios' providers: two on the fake upstream (its key, so the check
+    # counts their calls), one on a port nothing listens on.
+    for name, url in (("bench-a", base_url), ("bench-b", base_url),
+                      ("bench-dead", f"http://{HOST}:{free_port()}/v1")):
+        manage(env, "add_provider", "--org", slug, "--name", name, "--kind", "openai",
+               "--base-url", url, "--api-key", PROVIDER_KEY)
+    manage(env, "set_route", "--org", slug, "--model", TWO_TARGET_ROUTE,
+           "--target", "bench-a:gpt-4o-mini", "--target", "bench-b:gpt-4o-mini")
+    manage(env, "set_route", "--org", slug, "--model", FALLBACK_ROUTE,
+           "--target", "bench-dead:gpt-4o-mini", "--target", "bench-a:gpt-4o-mini")
     return api_key
 
 
@@ -486,15 +532,29 @@ def wait_for_gateway(process: subprocess.Popen[bytes], base_url: str, api_key: s
     raise BenchError(f"the gateway did not answer GET /v1/models within {READY_TIMEOUT_S:.0f} s")
 
 
+def compared(results: list[Result]) -> list[Result]:
+    """Route scenarios with their req/s against the scenario they must keep up with."""
+    by_name = {r.scenario: r for r in results}
+    out = []
+    for r in results:
+        base = by_name.get(SCENARIOS[r.scenario].compare_to or "")
+        if base is not None and base.requests_per_s:
+            change = r.requests_per_s / base.requests_per_s - 1
+            verdict = "OK" if change >= -ROUTE_TOLERANCE else "FAIL"
+            r = replace(r, check=f"{r.check}; {verdict} ({change:+.1%} req/s vs {base.scenario})")
+        out.append(r)
+    return out
+
+
 def print_table(results: list[Result]) -> None:
     print()
     columns = ("req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "cpu µs/req")
-    print(f"{'scenario':<12}" + "".join(f"{name:>9}" for name in columns[:-1])
+    print(f"{'scenario':<14}" + "".join(f"{name:>9}" for name in columns[:-1])
           + f"{columns[-1]:>12}  check")
     for r in results:
         numbers = f"{r.requests_per_s:>9.0f}{r.p50_ms:>9.2f}{r.p90_ms:>9.2f}{r.p99_ms:>9.2f}"
         cpu = f"{r.cpu_us_per_request:>12.0f}" if r.cpu_us_per_request else f"{'-':>12}"
-        print(f"{r.scenario:<12}{numbers}{r.errors:>9}{cpu}  {r.check}")
+        print(f"{r.scenario:<14}{numbers}{r.errors:>9}{cpu}  {r.check}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -558,6 +618,10 @@ def run_all(
         with running_gateway(upstream_url, args.tasks, record_requests) as gateway:
             rss_mib = gateway.idle_rss_kb / 1024
             print(f"gateway: ready in {gateway.ready_s:.2f} s, idle RSS {rss_mib:.1f} MiB")
+            # Unmeasured misses first, so that the first scenario does not pay for the
+            # process's first requests (connections opened, code paths warmed) alone.
+            run_wrk(gateway.base_url + CHAT_PATH, SCENARIOS["miss"], duration=WARMUP_RUN_S,
+                    connections=args.connections, api_key=gateway.api_key)
             for scenario in gateway_scenarios:
                 run(scenario, gateway)
 
@@ -584,6 +648,7 @@ def main() -> int:
         print(f"FAILED: {failure}")
         print_table(results)
         return 1
+    results = compared(results)
     print_table(results)
     return 0 if all("FAIL" not in r.check and r.errors == 0 for r in results) else 1
 
