@@ -11,10 +11,11 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from organizations import selectors
-from organizations.errors import ApiKeyNotFound, OrganizationNotFound
-from organizations.models import ApiKey, Membership, Organization
-
-MANAGER_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
+from organizations.errors import ApiKeyNotFound, OrganizationNotFound, ProviderNotFound
+from organizations.models import ApiKey, Organization, Provider
+from routing.errors import RouteNotFound
+from routing.models import ModelRoute
+from routing.selectors import route_get_for_org
 
 
 def organization_for_member(
@@ -41,6 +42,25 @@ def api_key_for_member(organization: Organization, key_id: int) -> ApiKey:
         raise Http404(str(exc)) from exc
 
 
+def provider_for_member(organization: Organization, provider_id: int) -> Provider:
+    """The provider `provider_id` of an organization loaded by organization_for_member;
+    404 for any other organization's."""
+    try:
+        return selectors.provider_get_for_org(organization=organization,
+                                              provider_id=provider_id)
+    except ProviderNotFound as exc:
+        raise Http404(str(exc)) from exc
+
+
+def route_for_member(organization: Organization, route_id: int) -> ModelRoute:
+    """The route `route_id` of an organization loaded by organization_for_member; 404
+    for any other organization's."""
+    try:
+        return route_get_for_org(organization=organization, route_id=route_id)
+    except RouteNotFound as exc:
+        raise Http404(str(exc)) from exc
+
+
 def can_manage(organization: Organization) -> bool:
     """True when the member who loaded it (organization_for_member) is owner or admin."""
-    return getattr(organization, "member_role", None) in MANAGER_ROLES
+    return selectors.member_can_manage(organization=organization)

@@ -19,18 +19,41 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from caching.services import cache_clear, cache_stats
-from dashboard.access import api_key_for_member, can_manage, organization_for_member
+from dashboard.access import (
+    api_key_for_member,
+    can_manage,
+    organization_for_member,
+    provider_for_member,
+    route_for_member,
+)
 from dashboard.charts import hit_rate_chart, requests_chart
-from dashboard.forms import ApiKeyCreateForm, CacheClearForm, ProviderForm
+from dashboard.forms import ApiKeyCreateForm, CacheClearForm, ProviderForm, RouteForm
 from dashboard.periods import PERIODS, Period, period_for
 from dashboard.selectors import breakdown_get, overview_get, recommendations_get
+from organizations.errors import ProviderInUse
 from organizations.models import Organization
 from organizations.selectors import (
     api_keys_for_org,
     organizations_for_user,
-    provider_for_org,
+    providers_for_org,
 )
-from organizations.services import api_key_create, api_key_revoke, provider_credential_set
+from organizations.services import (
+    api_key_create,
+    api_key_revoke,
+    provider_add,
+    provider_delete,
+    provider_update,
+)
+from routing.errors import RouteInUse
+from routing.models import ModelRoute
+from routing.selectors import routes_for_org
+from routing.services import (
+    route_delete,
+    route_set,
+    route_target_text,
+    route_targets_parse,
+    route_update,
+)
 
 BREAKDOWN_LABELS = {"model": "Model", "api_key": "API key", "endpoint": "Endpoint"}
 # column -> heading, in the order shown and exported
@@ -268,6 +291,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
     created = api_key_create(
         organization=organization,
         name=form.cleaned_data["name"],
+        scope=form.cleaned_data["scope"],
         created_by=request.user,
         expires_in=timedelta(days=days) if days else None,
     )
@@ -291,36 +315,168 @@ def key_revoke(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
     return redirect("dashboard:keys", slug=organization.slug)
 
 
+def _provider_fields(form: ProviderForm) -> dict[str, Any]:
+    data = form.cleaned_data
+    return {field: data[field] for field in ("name", "kind", "base_url", "api_version",
+                                             "enabled", "is_default")}
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def providers(request: HttpRequest, slug: str) -> HttpResponse:
+    """The organization's providers; POST (owners, admins) adds one."""
     organization = organization_for_member(request.user, slug,
                                            manage=request.method == "POST")
-    credential = provider_for_org(organization=organization)
     status = 200
     if request.method == "POST":
-        form = ProviderForm(request.POST, has_stored_key=credential is not None)
+        form = ProviderForm(request.POST, has_stored_key=False)
         if form.is_valid():
             try:
-                provider_credential_set(organization=organization,
-                                        kind=form.cleaned_data["kind"],
-                                        base_url=form.cleaned_data["base_url"],
-                                        api_key=form.cleaned_data["api_key"])
+                provider = provider_add(organization=organization,
+                                        api_key=form.cleaned_data["api_key"],
+                                        **_provider_fields(form))
             except ValidationError as exc:
-                # The service's checks are about the URL (scheme, host, private
-                # addresses); a missing key was already caught by the form.
-                form.add_error("base_url", exc)
+                form.add_error(None, exc)
             else:
-                messages.success(request, "Saved the provider. New requests use it "
-                                          "within seconds.")
+                messages.success(request, f"Added the provider {provider.name}. New "
+                                          "requests can use it within seconds.")
                 return redirect("dashboard:providers", slug=organization.slug)
         status = 400
     else:
-        initial = ({"kind": credential.kind, "base_url": credential.base_url}
-                   if credential else {"kind": "openai"})
-        form = ProviderForm(initial=initial, has_stored_key=credential is not None)
-    return _render(request, organization, "dashboard/providers.html", "providers",
-                   {"credential": credential, "form": form}, status=status)
+        form = ProviderForm(initial={"kind": "openai", "enabled": True},
+                            has_stored_key=False)
+    return _render(request, organization, "dashboard/providers.html", "providers", {
+        "providers": providers_for_org(organization=organization),
+        "form": form,
+    }, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def provider_edit(request: HttpRequest, slug: str, provider_id: int) -> HttpResponse:
+    organization = organization_for_member(request.user, slug,
+                                           manage=request.method == "POST")
+    provider = provider_for_member(organization, provider_id)
+    status = 200
+    if request.method == "POST":
+        form = ProviderForm(request.POST, has_stored_key=True)
+        if form.is_valid():
+            try:
+                provider_update(provider=provider, api_key=form.cleaned_data["api_key"],
+                                **_provider_fields(form))
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(request, f"Saved the provider {provider.name}. New "
+                                          "requests use it within seconds.")
+                return redirect("dashboard:providers", slug=organization.slug)
+        status = 400
+        provider.refresh_from_db()  # the page shows what is stored, not the refused edit
+    else:
+        form = ProviderForm(has_stored_key=True, initial={
+            field: getattr(provider, field) for field in ("name", "kind", "base_url",
+                                                          "api_version", "enabled",
+                                                          "is_default")})
+    return _render(request, organization, "dashboard/provider.html", "providers",
+                   {"provider": provider, "form": form}, status=status)
+
+
+@login_required
+@require_POST
+def provider_remove(request: HttpRequest, slug: str, provider_id: int) -> HttpResponse:
+    organization = organization_for_member(request.user, slug, manage=True)
+    provider = provider_for_member(organization, provider_id)
+    try:
+        provider_delete(provider=provider)
+    except ProviderInUse as exc:
+        messages.error(request, str(exc))
+        return redirect("dashboard:provider", slug=organization.slug, provider_id=provider.pk)
+    messages.success(request, f"Deleted the provider {provider.name}.")
+    return redirect("dashboard:providers", slug=organization.slug)
+
+
+def _route_save(organization: Organization, form: RouteForm,
+               route: ModelRoute | None) -> ModelRoute | None:
+    """Write the route of a valid form (replacing `route`, or the one of the same
+    name); None, with the problem on the form, when the services refuse it."""
+    try:
+        fields = {"name": form.cleaned_data["name"],
+                  "strategy": form.cleaned_data["strategy"],
+                  "retry_on": form.cleaned_data["retry_on"],
+                  "targets": route_targets_parse(organization=organization,
+                                                 texts=form.target_lines())}
+        if route is None:
+            route, _ = route_set(organization=organization, **fields)
+            return route
+        return route_update(route=route, **fields)
+    except ValidationError as exc:
+        form.add_error(None, exc)
+    except RouteInUse as exc:
+        form.add_error("name", str(exc))
+    return None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def routes(request: HttpRequest, slug: str) -> HttpResponse:
+    """The organization's model routes; POST (owners, admins) sets one by name."""
+    organization = organization_for_member(request.user, slug,
+                                           manage=request.method == "POST")
+    status = 200
+    if request.method == "POST":
+        form = RouteForm(request.POST)
+        if form.is_valid():
+            route = _route_save(organization, form, None)
+            if route is not None:
+                messages.success(request, f"Saved the route {route.name}. New requests "
+                                          "follow it within seconds.")
+                return redirect("dashboard:routes", slug=organization.slug)
+        status = 400
+    else:
+        form = RouteForm()
+    return _render(request, organization, "dashboard/routes.html", "routes", {
+        "routes": [(route, [route_target_text(t) for t in route.targets.all()])
+                   for route in routes_for_org(organization=organization)],
+        "providers": providers_for_org(organization=organization),
+        "form": form,
+    }, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def route_edit(request: HttpRequest, slug: str, route_id: int) -> HttpResponse:
+    organization = organization_for_member(request.user, slug,
+                                           manage=request.method == "POST")
+    route = route_for_member(organization, route_id)
+    status = 200
+    if request.method == "POST":
+        form = RouteForm(request.POST)
+        if form.is_valid() and _route_save(organization, form, route) is not None:
+            messages.success(request, f"Saved the route {form.cleaned_data['name']}.")
+            return redirect("dashboard:routes", slug=organization.slug)
+        status = 400
+        route = route_for_member(organization, route_id)
+    else:
+        form = RouteForm(initial={
+            "name": route.name, "strategy": route.strategy, "retry_on": route.retry_on,
+            "targets": "\n".join(route_target_text(t) for t in route.targets.all()),
+        })
+    return _render(request, organization, "dashboard/route.html", "routes",
+                   {"route": route, "form": form}, status=status)
+
+
+@login_required
+@require_POST
+def route_remove(request: HttpRequest, slug: str, route_id: int) -> HttpResponse:
+    organization = organization_for_member(request.user, slug, manage=True)
+    route = route_for_member(organization, route_id)
+    try:
+        route_delete(route=route)
+    except RouteInUse as exc:
+        messages.error(request, str(exc))
+        return redirect("dashboard:route", slug=organization.slug, route_id=route.pk)
+    messages.success(request, f"Deleted the route {route.name}.")
+    return redirect("dashboard:routes", slug=organization.slug)
 
 
 @login_required

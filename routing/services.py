@@ -209,15 +209,22 @@ def route_delete(*, route: ModelRoute) -> None:
         route.delete()
 
 
-_TARGET_TEXT = re.compile(r"(?:(?P<alias>@)|(?P<provider>[^:@\s]+):)(?P<model>\S+?)"
-                          r"(?::(?P<weight>\d+))?")
+_TARGET_TEXT = re.compile(r"(?P<disabled>#\s*)?(?:(?P<alias>@)|(?P<provider>[^:@#\s]+):)"
+                          r"(?P<model>\S+?)(?::(?P<weight>\d+))?")
+
+
+def route_target_text(target: RouteTarget) -> str:
+    """A target in the notation route_targets_parse reads."""
+    where = "@" if target.provider_id is None else f"{target.provider.name}:"
+    return f"{'' if target.enabled else '#'}{where}{target.upstream_model}:{target.weight}"
 
 
 def route_targets_parse(*, organization: Organization,
                         texts: Sequence[str]) -> list[TargetSpec]:
     """Targets written as `PROVIDER:UPSTREAM_MODEL[:WEIGHT]`, or `@ROUTE[:WEIGHT]` for an
     alias, in priority order (what set_route and the dashboard take). A last `:N` of
-    digits only is the weight, so a model may contain colons (`ollama:llama3:8b`).
+    digits only is the weight, so a model may contain colons (`ollama:llama3:8b`); a
+    leading `#` keeps the target, disabled.
 
     Raises ValidationError on a malformed text or an unknown provider."""
     specs = []
@@ -235,5 +242,5 @@ def route_targets_parse(*, organization: Organization,
                 raise ValidationError(str(exc)) from None
         weight = int(match["weight"]) if match["weight"] is not None else 1
         specs.append(TargetSpec(provider=provider, upstream_model=match["model"],
-                                weight=weight))
+                                weight=weight, enabled=match["disabled"] is None))
     return specs

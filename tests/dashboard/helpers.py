@@ -70,6 +70,7 @@ PAGES = {
     "cache": "cache/",
     "keys": "keys/",
     "providers": "providers/",
+    "routes": "routes/",
     "recommendations": "recommendations/",
 }
 

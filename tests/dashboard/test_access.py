@@ -8,35 +8,65 @@ from django.test import Client
 
 from caching.models import CacheEntry
 from organizations.models import ApiKey, Provider
+from organizations.selectors import provider_for_org
+from organizations.services import provider_add
+from routing.models import ModelRoute, RouteTarget
+from routing.services import TargetSpec, route_set
 from tests.dashboard.helpers import PAGES, csrf_client, csrf_token, make_cache_entry, page_url
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def routed(world):
+    """Org A has a spare provider (no route uses it) and a route, for the actions."""
+    provider_add(organization=world.a.org, name="spare", kind="openai",
+                 base_url="https://8.8.8.8/v1", api_key="sk-spare-0000")
+    route_set(organization=world.a.org, name="gpt-4o",
+              targets=[TargetSpec(provider_for_org(organization=world.a.org), "gpt-4o")])
 
 
 def action(world, name: str) -> tuple[str, dict]:
     """(URL, form data) of a state-changing POST on org A."""
     slug = world.a.org.slug
     key = ApiKey.objects.get(organization=world.a.org)
+    default = Provider.objects.get(organization=world.a.org, name="default")
+    spare = Provider.objects.get(organization=world.a.org, name="spare")
+    route = ModelRoute.objects.get(organization=world.a.org)
+    route_form = {"name": "gpt-4o", "strategy": "weighted", "targets": "default:gpt-4o",
+                  "retry_on": ["5xx"]}
     return {
         "key-create": (f"/orgs/{slug}/keys/new/", {"name": "new key", "expires_in_days": ""}),
         "key-revoke": (f"/orgs/{slug}/keys/{key.pk}/revoke/", {}),
-        "providers": (f"/orgs/{slug}/providers/",
-                      {"kind": "openai", "base_url": "https://api.example.com/v1",
-                       "api_key": "sk-changed-9999"}),
+        "provider-add": (f"/orgs/{slug}/providers/",
+                         {"name": "new", "kind": "openai",
+                          "base_url": "https://api.example.com/v1",
+                          "api_key": "sk-changed-9999", "enabled": "on"}),
+        "provider-edit": (f"/orgs/{slug}/providers/{default.pk}/",
+                          {"name": "default", "kind": "openai",
+                           "base_url": "https://api.example.com/v1", "api_key": "",
+                           "enabled": "on", "is_default": "on"}),
+        "provider-delete": (f"/orgs/{slug}/providers/{spare.pk}/delete/", {}),
+        "route-set": (f"/orgs/{slug}/routes/", {**route_form, "name": "new"}),
+        "route-edit": (f"/orgs/{slug}/routes/{route.pk}/", route_form),
+        "route-delete": (f"/orgs/{slug}/routes/{route.pk}/delete/", {}),
         "cache-clear": (f"/orgs/{slug}/cache/clear/", {"tier": "all"}),
     }[name]
 
 
-ACTIONS = ["key-create", "key-revoke", "providers", "cache-clear"]
+ACTIONS = ["key-create", "key-revoke", "provider-add", "provider-edit", "provider-delete",
+           "route-set", "route-edit", "route-delete", "cache-clear"]
 
 
 def org_a_state(world) -> tuple:
     """Everything the actions could change about org A."""
-    credential = Provider.objects.get(organization=world.a.org)
     return (
         sorted(ApiKey.objects.filter(organization=world.a.org)
                .values_list("pk", "revoked_at")),
-        (credential.base_url, credential.api_key_last4),
+        sorted(Provider.objects.filter(organization=world.a.org).values_list(
+            "pk", "name", "base_url", "api_key_encrypted", "enabled", "is_default")),
+        sorted(RouteTarget.objects.filter(route__organization=world.a.org).values_list(
+            "route__name", "route__strategy", "provider__name", "upstream_model")),
         CacheEntry.objects.filter(organization=world.a.org).count(),
     )
 
@@ -148,7 +178,7 @@ def test_it_forbids_a_member_the_confirmation_page(world, client):
     assert response.status_code == 403
 
 
-@pytest.mark.parametrize("page", ["cache", "keys", "providers"])
+@pytest.mark.parametrize("page", ["cache", "keys", "providers", "routes"])
 def test_it_shows_a_member_no_manage_controls(world, client, page):
     client.force_login(world.bob)
 
@@ -158,10 +188,11 @@ def test_it_shows_a_member_no_manage_controls(world, client, page):
     assert "/keys/new/" not in html
     assert "/revoke/" not in html
     assert 'name="api_key"' not in html
+    assert 'name="targets"' not in html
 
 
 @pytest.mark.parametrize("role", ["owner", "admin"])
-@pytest.mark.parametrize("name", ["key-create", "key-revoke", "providers"])
+@pytest.mark.parametrize("name", [name for name in ACTIONS if name != "cache-clear"])
 def test_it_lets_owners_and_admins_act(world, client, role, name):
     from organizations.services import membership_set
 
@@ -190,7 +221,8 @@ def test_it_enforces_csrf_on_every_action(world, name):
 
 
 @pytest.mark.parametrize("name,form_page", [
-    ("key-create", "keys"), ("key-revoke", "keys"), ("providers", "providers"),
+    ("key-create", "keys"), ("key-revoke", "keys"), ("provider-add", "providers"),
+    ("route-set", "routes"),
 ])
 def test_it_accepts_actions_carrying_the_pages_csrf_token(world, name, form_page):
     before = org_a_state(world)

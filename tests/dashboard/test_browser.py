@@ -99,7 +99,8 @@ def test_it_shows_every_page_with_real_traffic(browser, gateway, live_world):
         assert download.value.suggested_filename.startswith("org-a-usage-by-model-")
 
         for section, name in [("Recommendations", "recommendations"), ("Cache", "cache"),
-                              ("API keys", "keys"), ("Provider", "providers")]:
+                              ("API keys", "keys"), ("Routes", "routes"),
+                              ("Providers", "providers")]:
             page.click(f"nav.sections >> text={section}")
             screenshot(page, name)
         assert f"…{live_world.a.provider_key[-4:]}" in page.content()

@@ -58,6 +58,18 @@ def test_it_sets_the_expiry(world, client):
     assert abs((api_key.expires_at - expected).total_seconds()) < 60
 
 
+def test_it_makes_proxy_keys_unless_admin_is_chosen(world, client):
+    _, _, proxy = create_key(client, world)
+    _, _, admin = create_key(client, world, scope="admin")
+
+    assert api_key_authenticate(raw_key=proxy).api_key.scope == "proxy"
+    assert api_key_authenticate(raw_key=admin).api_key.scope == "admin"
+    page = client.get(f"/orgs/{world.a.org.slug}/keys/").content.decode()
+    assert page.count('<span class="badge">Admin</span>') == 1
+    response = client.post(f"/orgs/{world.a.org.slug}/keys/new/", {"scope": "root"})
+    assert response.status_code == 400
+
+
 def test_it_refuses_an_expiry_that_is_not_offered(world, client):
     client.force_login(world.alice)
 

@@ -10,6 +10,7 @@ from routing.services import (
     TargetSpec,
     route_delete,
     route_set,
+    route_target_text,
     route_targets_parse,
     route_update,
 )
@@ -214,14 +215,27 @@ def test_it_reads_targets_as_the_commands_write_them(world, providers):
 
     specs = route_targets_parse(organization=world.a.org, texts=[
         "openai:gpt-4o", "backup:gpt-4o-mini:3", "openai:llama3:8b", "backup:llama3:8b:2",
-        "@fast", "@fast-2:4",
+        "@fast", "@fast-2:4", "#backup:gpt-4o:2", "# @fast",
     ])
 
     assert specs == [
         TargetSpec(openai, "gpt-4o", 1), TargetSpec(backup, "gpt-4o-mini", 3),
         TargetSpec(openai, "llama3:8b", 1), TargetSpec(backup, "llama3:8b", 2),
         TargetSpec(None, "fast", 1), TargetSpec(None, "fast-2", 4),
+        TargetSpec(backup, "gpt-4o", 2, enabled=False), TargetSpec(None, "fast", 1, enabled=False),
     ]
+
+
+def test_it_writes_targets_in_the_notation_it_reads(world, providers):
+    make_route(world.a.org, "base", (providers[0], "x"))
+    route = make_route(world.a.org, "mix", (providers[0], "llama3:8b", 3), (None, "base"),
+                       TargetSpec(providers[1], "gpt-4o", enabled=False))
+    texts = [route_target_text(t) for t in RouteTarget.objects.filter(route=route)]
+
+    assert texts == ["openai:llama3:8b:3", "@base:1", "#backup:gpt-4o:1"]
+    assert route_targets_parse(organization=world.a.org, texts=texts) == [
+        TargetSpec(providers[0], "llama3:8b", 3), TargetSpec(None, "base", 1),
+        TargetSpec(providers[1], "gpt-4o", 1, enabled=False)]
 
 
 @pytest.mark.parametrize("text,message", [
@@ -229,6 +243,7 @@ def test_it_reads_targets_as_the_commands_write_them(world, providers):
     ("openai:", "Invalid target"),
     ("openai: gpt-4o", "Invalid target"),
     ("@", "Invalid target"),
+    ("#", "Invalid target"),
     ("nope:gpt-4o", "No provider named 'nope' in this organization"),
 ])
 def test_it_refuses_a_malformed_target(world, providers, text, message):

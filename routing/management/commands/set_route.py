@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from organizations.errors import OrganizationNotFound
 from organizations.selectors import organization_get_by_slug
 from routing.models import ModelRoute
-from routing.services import route_set, route_targets_parse
+from routing.services import route_set, route_target_text, route_targets_parse
 
 
 class Command(BaseCommand):
@@ -35,8 +35,7 @@ class Command(BaseCommand):
             raise CommandError(f"No organization with slug {org!r}") from exc
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
-        shown = ", ".join(
-            f"{'@' if target.provider is None else target.provider.name + ':'}"
-            f"{target.upstream_model}:{target.weight}" for target in specs)
+        shown = ", ".join(route_target_text(target)
+                          for target in route.targets.select_related("provider"))
         self.stdout.write(f"{organization.slug}: {'created' if created else 'replaced'} "
                           f"{route.name} ({route.strategy}) -> {shown}")
