@@ -35,6 +35,7 @@ from organizations.models import Organization
 from organizations.selectors import (
     api_keys_for_org,
     organizations_for_user,
+    provider_for_org,
     providers_for_org,
 )
 from organizations.services import (
@@ -438,6 +439,7 @@ def routes(request: HttpRequest, slug: str) -> HttpResponse:
         "routes": [(route, [route_target_text(t) for t in route.targets.all()])
                    for route in routes_for_org(organization=organization)],
         "providers": providers_for_org(organization=organization),
+        "default": provider_for_org(organization=organization),
         "form": form,
     }, status=status)
 

@@ -6,8 +6,8 @@ from math import lcm
 
 from django.db.models import Prefetch, QuerySet
 
-from organizations import crypto
 from organizations.models import Organization, Provider
+from organizations.selectors import provider_api_key
 from routing.errors import RouteNotFound
 from routing.models import ModelRoute, RouteTarget
 from routing.table import ProviderConfig, Route, RoutingTable, Target
@@ -105,7 +105,7 @@ def routing_table_for_org(*, organization_id: int) -> RoutingTable:
     providers = {
         row.pk: ProviderConfig(id=row.pk, name=row.name, kind=row.kind,
                                base_url=row.base_url,
-                               api_key=crypto.decrypt(row.api_key_encrypted),
+                               api_key=provider_api_key(credential=row),
                                api_version=row.api_version)
         for row in rows
     }

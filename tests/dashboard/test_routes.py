@@ -41,12 +41,18 @@ def test_it_lists_the_routes_in_the_set_route_notation(world, client):
     assert 'name="targets"' not in html  # a member gets no form
 
 
-def test_it_shows_an_empty_organization_its_default_behaviour(world, client):
+def test_it_shows_where_models_without_a_route_go(world, client):
     client.force_login(world.alice)
+    default = provider_for_org(organization=world.a.org)
 
     html = client.get(url(world)).content.decode()
+    default.enabled = False
+    default.save(update_fields=["enabled"])
+    without = client.get(url(world)).content.decode()
 
     assert "every model goes to the default provider" in html
+    assert f'<a href="/orgs/{world.a.org.slug}/providers/{default.pk}/">default</a>' in html
+    assert "none is set (or it is disabled)" in without
 
 
 def test_it_sets_a_route_from_the_form(world, client):
