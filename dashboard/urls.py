@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import views
+from dashboard import limits, views
 
 app_name = "dashboard"
 
@@ -27,4 +27,12 @@ urlpatterns = [
          name="route-delete"),
     path("orgs/<slug:slug>/recommendations/", views.recommendations,
          name="recommendations"),
+    path("orgs/<slug:slug>/limits/", limits.limits, name="limits"),
+    path("orgs/<slug:slug>/limits/set/", limits.limit_save, name="limit-save"),
+    path("orgs/<slug:slug>/limits/<int:limit_id>/delete/", limits.limit_remove,
+         name="limit-delete"),
+    path("orgs/<slug:slug>/limits/policy/", limits.policy_save, name="limits-policy"),
+    path("orgs/<slug:slug>/budgets/set/", limits.budget_save, name="budget-save"),
+    path("orgs/<slug:slug>/budgets/<int:budget_id>/delete/", limits.budget_remove,
+         name="budget-delete"),
 ]
