@@ -35,6 +35,10 @@ class RequestEvent:
     upstream_latency_ms: float | None
     streamed: bool
     created_at: float  # Unix time
+    # The route's upstream calls (0: a hit, or refused before any), and the reasons of
+    # those that failed before the answer: "provider:model=reason; ...".
+    attempts: int = 0
+    fallback: str = ""
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Self:

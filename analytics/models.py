@@ -55,7 +55,12 @@ class RequestLog(models.Model):
     endpoint = models.CharField(max_length=40)
     model_requested = models.CharField(max_length=200, blank=True)
     model_used = models.CharField(max_length=200, blank=True)
-    provider = models.CharField(max_length=40, blank=True)
+    # The name of the provider that answered (organizations.Provider.name), if any did.
+    provider = models.CharField(max_length=64, blank=True)
+    # Upstream calls the route made, and why those before the answer failed
+    # ("provider:model=reason; ...", as X-Cognitude-Fallback says).
+    attempts = models.PositiveSmallIntegerField(default=0)
+    fallback = models.TextField(blank=True)
     cache_outcome = models.CharField(max_length=16, choices=CacheOutcome.choices)
     status = models.PositiveSmallIntegerField()
     error_type = models.CharField(max_length=60, blank=True)

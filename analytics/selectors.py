@@ -47,7 +47,8 @@ ERROR = Q(status__lt=200) | Q(status__gte=400)
 UNPRICED = Q(cost__isnull=True) | Q(saved_cost__isnull=True)
 
 INTERVALS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
-BREAKDOWNS = {"model": "model_requested", "api_key": "api_key_id", "endpoint": "endpoint"}
+BREAKDOWNS = {"model": "model_requested", "api_key": "api_key_id", "endpoint": "endpoint",
+              "provider": "provider"}
 ZERO = Decimal(0)
 # A summary's percentiles are exact (percentile_cont over the records) over ranges up to
 # this long, or holding up to this many requests (sorting them is cheap); otherwise they
@@ -408,7 +409,8 @@ def _api_key_labels(organization: Organization, ids: Iterable[int | None]) -> di
 
 def usage_breakdown(*, organization: Organization, start: datetime, end: datetime,
                     by: str) -> list[dict]:
-    """Usage grouped by model asked for, API key or endpoint, most requests first."""
+    """Usage grouped by model asked for, API key, endpoint or the provider that answered
+    ("" for hits and requests no provider answered), most requests first."""
     if by not in BREAKDOWNS:
         raise ValueError(f"by must be one of {', '.join(BREAKDOWNS)}")
     logs = request_logs_in_range(organization=organization, start=start, end=end)

@@ -14,6 +14,7 @@ from pipeline.storage import batch_store, storable_text
 # A model name is whatever the client sent; a longer one than the column holds is kept
 # cut, not lost with its record.
 _MODEL_LENGTH = RequestLog._meta.get_field("model_requested").max_length
+_PROVIDER_LENGTH = RequestLog._meta.get_field("provider").max_length
 
 
 def request_logs_store(*, events: Sequence[RequestEvent]) -> int:
@@ -64,7 +65,9 @@ def _row(event: RequestEvent, *, prices: PriceBook, key_exists: bool) -> Request
         endpoint=event.endpoint,
         model_requested=storable_text(event.model_requested)[:_MODEL_LENGTH],
         model_used=storable_text(event.model_used)[:_MODEL_LENGTH],
-        provider=event.provider,
+        provider=storable_text(event.provider)[:_PROVIDER_LENGTH],
+        attempts=event.attempts,
+        fallback=storable_text(event.fallback),
         cache_outcome=event.cache_outcome,
         cache_bypassed=event.cache_bypassed,
         cache_key=event.cache_key,

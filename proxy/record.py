@@ -33,6 +33,8 @@ class Record:
     completion_tokens: int = 0
     upstream_latency_ms: float | None = None
     streamed: bool = False
+    attempts: int = 0
+    fallback: str = ""
 
     def hit(self, response: CachedResponse, tier: CacheTier) -> None:
         self.cache_outcome = hit_outcome(tier)
@@ -62,4 +64,6 @@ class Record:
             upstream_latency_ms=self.upstream_latency_ms,
             streamed=self.streamed,
             created_at=time.time(),
+            attempts=self.attempts,
+            fallback=self.fallback,
         ))

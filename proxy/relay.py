@@ -146,6 +146,7 @@ def _stream_body(request: Request, target: Target) -> dict:
 
 
 def _note_attempts(record: Record, attempts: Attempts) -> None:
+    record.attempts, record.fallback = attempts.made, attempts.fallback()
     if attempts.target is not None:
         record.provider = attempts.target.provider.name
         record.model_used = attempts.target.upstream_model

@@ -38,7 +38,7 @@ def test_it_records_a_miss_and_a_hit(gateway, live_world):
                                                           miss.completion_tokens)
     assert miss.upstream_latency_ms is not None and hit.upstream_latency_ms is None
     assert miss.api_key.organization == live_world.a.org
-    assert miss.endpoint == "chat/completions" and miss.provider == "openai"
+    assert miss.endpoint == "chat/completions" and miss.provider == "default"
     assert miss.cache_key == hit.cache_key and len(miss.cache_key) == 64
     assert not RequestLog.objects.filter(organization=live_world.b.org).exists()
 
