@@ -80,14 +80,15 @@ def _route_arguments(organization: Organization, data: dict) -> dict:
     """The validated input as route_set's arguments, provider names looked up in the
     organization (a name of another organization's provider is unknown here)."""
     targets = []
-    for target in data["targets"]:
+    for index, target in enumerate(data["targets"]):
         name = target.pop("provider")
         provider = None
         if name is not None:
             try:
                 provider = provider_get_by_name(organization=organization, name=name)
             except ProviderNotFound as exc:
-                raise serializers.ValidationError({"targets": [str(exc)]}) from None
+                raise serializers.ValidationError(
+                    {"targets": {index: {"provider": [str(exc)]}}}) from None
         targets.append(TargetSpec(provider=provider, **target))
     return {"name": data["name"], "strategy": data["strategy"],
             "retry_on": data.get("retry_on"), "targets": targets}

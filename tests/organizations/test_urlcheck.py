@@ -14,6 +14,7 @@ from organizations.services import organization_create, provider_credential_set
 from organizations.urlcheck import validate_upstream_base_url
 from proxy.providers.base import UpstreamError, close_sessions
 from proxy.providers.openai import OpenAIProvider
+from routing.table import ProviderConfig
 
 REFUSED_AS_PRIVATE = [
     ("http://169.254.169.254/", "169.254.169.254"),            # cloud metadata, link-local
@@ -200,11 +201,12 @@ def test_it_stores_a_private_url_when_the_operator_allows_it(db, settings):
 def test_it_refuses_an_address_carrying_a_private_ipv4_when_the_request_is_made(
         settings, url, address):
     settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = False
-    provider = OpenAIProvider(base_url=url.rstrip("/"), api_key="sk-test")
+    provider = OpenAIProvider(ProviderConfig(id=1, name="stored", kind="openai",
+                                             base_url=url.rstrip("/"), api_key="sk-test"))
 
     async def run():
         try:
-            return await provider.send("/models", None)
+            return await provider.send("models", {})
         finally:
             await close_sessions()
 

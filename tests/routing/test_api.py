@@ -112,9 +112,10 @@ TARGET = {"provider": "default", "upstream_model": "gpt-4o"}
 
 @pytest.mark.parametrize("body,words,param", [
     ({"targets": [{**TARGET, "provider": "nope"}]},
-     ["No provider named 'nope' in this organization"], "targets"),
-    ({"targets": [{**TARGET, "provider": "theirs"}]}, ["No provider named 'theirs'"],
-     "targets"),
+     ["targets[0].provider: No provider named 'nope' in this organization"],
+     "targets[0].provider"),
+    ({"targets": [TARGET, {**TARGET, "provider": "theirs"}]},
+     ["No provider named 'theirs'"], "targets[1].provider"),
     ({"targets": [TARGET, {**TARGET, "upstream_model": "b", "weight": 0}]},
      ["weight must be between 1 and 1000000 (got 0)"], None),
     ({"targets": [TARGET, {**TARGET, "upstream_model": "b", "weight": "heavy"}]},
