@@ -150,8 +150,8 @@ def start_celery(args: list[str], env: dict[str, str], *, ready: str,
 def start_worker(broker_url: str, env: dict[str, str] | None = None, *,
                  as_deployed: bool = False) -> CeleryProcess:
     """A worker with the solo pool, so that a task runs in the process a test may
-    SIGKILL; `as_deployed`: the command line of docker-compose.yml instead (prefork,
-    gossip, mingle and heartbeats: everything that talks to the broker)."""
+    SIGKILL; `as_deployed`: as docker-compose.yml runs it instead (prefork, here with two
+    processes; gossip, mingle and heartbeats: everything that talks to the broker)."""
     name = ["-n", f"test-{uuid.uuid4().hex[:8]}@%h"]
     options = ["--concurrency", "2"] if as_deployed else [
         "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"]
