@@ -100,10 +100,10 @@ class Attempts:
     def __init__(self, route: Route, *, started: float, breakers: Breakers) -> None:
         self.route = route
         self._breakers = breakers
-        plan = route_plan(route=route, is_blocked=self._breakers.is_blocked,
-                          latency=latencies(), rng=_rng)
+        plan = route_plan(route=route, blocked=breakers.blocked(), latency=latencies(),
+                          rng=_rng)
         self._plan = plan.targets
-        self.failed: list[Failed] = [Failed(target, "open") for target in plan.skipped]
+        self.failed = [Failed(target, "open") for target in plan.skipped]
         self.made = 0
         self.target: Target | None = None  # the current (or last) attempt's
         self._target_failed: Failed | None = None  # and how, if it failed
@@ -119,17 +119,17 @@ class Attempts:
         while self._position < len(plan) * _ROUNDS:
             again = self._position >= len(plan)
             target = plan[self._position % len(plan)]
+            key = target.key
             self._position += 1
-            if again and self._breakers.is_blocked(target.key):
+            if again and self._breakers.is_blocked(key):
                 continue
             now = time.perf_counter()
-            ready_at = max(now, self._ready_at.get(target.key, now))
+            ready_at = max(now, self._ready_at.get(key, now))
             if ready_at > self._deadline:
                 continue
             if ready_at > now:
                 await asyncio.sleep(ready_at - now)
-            if (self._breakers.needs_probe(target.key)
-                    and not await self._breakers.claim_probe(target.key)):
+            if self._breakers.needs_probe(key) and not await self._breakers.claim_probe(key):
                 self.failed.append(Failed(target, "open"))
                 continue
             self.target, self._target_failed = target, None
@@ -182,5 +182,7 @@ class Attempts:
 
     def fallback(self) -> str:
         """The failures before the answer (its own failure, if it is one, is the answer)."""
+        if not self.failed:
+            return ""
         return "; ".join(f"{f.target.provider.name}:{f.target.upstream_model}={f.reason}"
                          for f in self.failed if f is not self._target_failed)

@@ -34,6 +34,7 @@ logger = logging.getLogger("cognitude.routing")
 # The braces keep it one Redis Cluster slot (it is a single key anyway).
 STATE_KEY = "cognitude:{breakers}"
 REFRESH_SECONDS = 1.0
+_NONE: frozenset[str] = frozenset()
 # A field untouched this long is forgotten with the whole hash (it is rewritten on
 # every failure, so only targets that stopped failing long ago go).
 _STATE_TTL_SECONDS = 24 * 3600
@@ -105,6 +106,14 @@ class Breakers:
             return False
         now = time.time()
         return state.open_until > now or state.probe_until > now
+
+    def blocked(self) -> frozenset[str]:
+        """The keys of every target is_blocked says so of, right now."""
+        if not self._states:
+            return _NONE  # the healthy path: nothing to look at
+        now = time.time()
+        return frozenset(key for key, state in self._states.items()
+                         if state.open_until > now or state.probe_until > now)
 
     def needs_probe(self, key: str) -> bool:
         """Half-open: the next request to it must claim the probe first."""

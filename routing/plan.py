@@ -13,8 +13,9 @@ split and the choices are made among the targets that can answer.
 """
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
+from operator import attrgetter
 
 from routing.table import Route, Target
 
@@ -25,8 +26,11 @@ class Plan:
     skipped: tuple[Target, ...]  # left out: their breaker is open
 
 
+_PRIORITY = attrgetter("priority")
+
+
 def _by_priority(targets: list[Target]) -> list[Target]:
-    return sorted(targets, key=lambda target: target.priority)  # stable: the route's order
+    return sorted(targets, key=_PRIORITY)  # stable: the route's order among equals
 
 
 def _weighted(targets: list[Target], rng: random.Random) -> list[Target]:
@@ -49,11 +53,15 @@ def _fastest(targets: list[Target], latency: Mapping[str, float],
     return [first, *(target for target in ordered if target is not first)]
 
 
-def route_plan(*, route: Route, is_blocked: Callable[[str], bool],
-               latency: Mapping[str, float], rng: random.Random) -> Plan:
-    """The targets of `route` to try, in order, and those skipped (breaker open)."""
-    usable = [target for target in route.targets if not is_blocked(target.key)]
-    skipped = tuple(target for target in route.targets if is_blocked(target.key))
+def route_plan(*, route: Route, blocked: Set[str], latency: Mapping[str, float],
+               rng: random.Random) -> Plan:
+    """The targets of `route` to try, in order, and those skipped: their keys are in
+    `blocked` (breaker open)."""
+    if blocked:
+        usable = [target for target in route.targets if target.key not in blocked]
+        skipped = tuple(target for target in route.targets if target.key in blocked)
+    else:
+        usable, skipped = list(route.targets), ()
     if route.strategy == "weighted":
         ordered = _weighted(usable, rng)
     elif route.strategy == "latency":

@@ -25,7 +25,7 @@ def names(targets) -> list[str]:
 
 
 def plan(r: Route, *, blocked=(), latency=None, seed=0):
-    return route_plan(route=r, is_blocked=lambda key: key in blocked,
+    return route_plan(route=r, blocked=set(blocked),
                       latency=latency or {}, rng=random.Random(seed))
 
 
@@ -50,7 +50,7 @@ def test_it_splits_weighted_targets_by_weight_with_the_rest_as_fallbacks():
     rng = random.Random(7)
     firsts = Counter()
     for _ in range(10_000):
-        found = route_plan(route=r, is_blocked=lambda key: False, latency={}, rng=rng)
+        found = route_plan(route=r, blocked=set(), latency={}, rng=rng)
         firsts[found.targets[0].provider.name] += 1
         assert sorted(names(found.targets)) == ["a", "b"]  # the other one follows
 
@@ -62,7 +62,7 @@ def test_it_splits_among_the_targets_left_when_one_is_open():
     a, b, c = Target(A, "m", weight=1), Target(B, "m", weight=1), Target(C, "m", weight=2)
     r = route(a, b, c, strategy="weighted")
     rng = random.Random(3)
-    firsts = Counter(route_plan(route=r, is_blocked=lambda key: key == c.key, latency={},
+    firsts = Counter(route_plan(route=r, blocked={c.key}, latency={},
                                 rng=rng).targets[0].provider.name for _ in range(4_000))
 
     assert set(firsts) == {"a", "b"}
@@ -92,7 +92,7 @@ def test_it_picks_the_faster_of_two_random_targets_out_of_many():
     latency = {t.key: i / 10 for i, t in enumerate(targets, start=1)}  # p1 fastest
     r = route(*targets, strategy="latency")
     rng = random.Random(11)
-    firsts = Counter(names(route_plan(route=r, is_blocked=lambda key: False,
+    firsts = Counter(names(route_plan(route=r, blocked=set(),
                                       latency=latency, rng=rng).targets)[0]
                      for _ in range(6_000))
 
