@@ -307,6 +307,9 @@ async def _relay_stream(send, receive, ask: Ask, attempts: Attempts, headers: li
                         break
                     first = await _first_data(upstream, recorder)
                     await attempts.answered(time.perf_counter() - attempt_at)
+                    if isinstance(recorder, ResponsesRecorder):
+                        # Known from response.created, before the client can follow up.
+                        await _remember_response(ask, target, recorder.response_id)
                     await send({"type": "http.response.start", "status": 200, "headers": [
                         (b"content-type", SSE), (b"cache-control", b"no-cache"), *headers,
                         *attempts.headers()]})
@@ -337,8 +340,6 @@ async def _relay_stream(send, receive, ask: Ask, attempts: Attempts, headers: li
             record.model_used = recorder.model or record.model_used
     if not started:
         return None
-    if isinstance(recorder, ResponsesRecorder):
-        await _remember_response(ask, attempts.target, recorder.response_id)
     if not recorder.complete:
         record.error_type = record.error_type or "upstream_stream_broken"
         return None

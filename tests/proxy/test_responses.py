@@ -92,16 +92,24 @@ def test_it_replays_a_cached_response_as_a_stream(gateway, live_world, fake_upst
     assert fake_upstream.calls_with(live_world.a.provider_key) == 1
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_it_sends_a_continuation_to_the_provider_that_made_the_response(
-        gateway, live_world, fake_upstream, other_upstream):
+        gateway, live_world, fake_upstream, other_upstream, stream):
     org = live_world.a.org
     one = add_provider(org, "one", fake_upstream.api_base)
     two = add_provider(org, "two", other_upstream.api_base)
     set_route(org, "split", (one, "gpt-4o-mini"), (two, "gpt-4o-mini"), strategy="weighted")
     client = client_for(gateway.url, live_world.a.raw_key)
-    first, first_headers = create(client, model="split", input="Remember the number 7")
-    maker = first_headers["x-cognitude-provider"]
+    if stream:
+        with client.responses.with_streaming_response.create(
+                model="split", input="Remember the number 7", stream=True) as raw:
+            maker = raw.headers["x-cognitude-provider"]
+            first = [event for event in raw.parse()][-1].response
+    else:
+        first, first_headers = create(client, model="split", input="Remember the number 7")
+        maker = first_headers["x-cognitude-provider"]
 
+    # Asked at once: the gateway knew who made it before the client could ask.
     follow_ups = [create(client, model="split", input="Which number?",
                          previous_response_id=first.id) for _ in range(8)]
 
