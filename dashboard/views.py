@@ -56,7 +56,8 @@ from routing.services import (
     route_update,
 )
 
-BREAKDOWN_LABELS = {"model": "Model", "api_key": "API key", "endpoint": "Endpoint"}
+BREAKDOWN_LABELS = {"model": "Model", "api_key": "API key", "endpoint": "Endpoint",
+                    "provider": "Provider"}
 # column -> heading, in the order shown and exported
 USAGE_COLUMNS = {
     "key": "",

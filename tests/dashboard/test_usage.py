@@ -58,8 +58,8 @@ def test_it_links_the_active_column_to_the_other_direction(usage_data, client):
 
 
 @pytest.mark.parametrize("by,expected", [("api_key", "(deleted key)"),
-                                         ("endpoint", "embeddings")])
-def test_it_breaks_down_by_key_and_endpoint(usage_data, client, by, expected):
+                                         ("endpoint", "embeddings"), ("provider", "openai")])
+def test_it_breaks_down_by_key_endpoint_and_provider(usage_data, client, by, expected):
     html = usage(client, usage_data, by=by)
 
     assert expected in ROW_HEADER.findall(html)
