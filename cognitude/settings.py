@@ -241,9 +241,10 @@ COGNITUDE_SPOOL_DIR = Path(_env_value("COGNITUDE_SPOOL_DIR", str, str(VAR_DIR / 
 COGNITUDE_REQUEST_LOG_RETENTION_DAYS = _env_value("COGNITUDE_REQUEST_LOG_RETENTION_DAYS",
                                                   int, 90)
 # Routes (routing/, proxy/attempts.py): a target is skipped for COOLDOWN seconds after
-# FAILURES consecutive failures, then probed by one request; a request starts no new
-# attempt (nor waits for one) past its time budget; RETRIES extra rounds over the
-# targets, BACKOFF seconds apart and doubling (with jitter, at least the Retry-After).
+# FAILURES consecutive failures, then probed by one request; a request starts no more
+# attempts (nor waits for one) once its time budget, from the first, is spent; RETRIES
+# extra rounds over the targets, BACKOFF seconds apart and doubling (with jitter, at
+# least the Retry-After).
 COGNITUDE_BREAKER_FAILURES = _env_value("COGNITUDE_BREAKER_FAILURES", int, 5)
 COGNITUDE_BREAKER_COOLDOWN_SECONDS = _env_value("COGNITUDE_BREAKER_COOLDOWN_SECONDS", float, 30.0)
 COGNITUDE_ROUTE_TIME_BUDGET_SECONDS = _env_value("COGNITUDE_ROUTE_TIME_BUDGET_SECONDS",

@@ -6,8 +6,8 @@ A failure moves the request to the next target when the route retries on it
 does (the model may exist elsewhere; if every target says 404 the client gets it). Any
 other answer, the caller's 4xx included, is the answer. Each target is tried once, in
 the plan's order, then COGNITUDE_ROUTE_RETRIES more rounds; a target tried again waits
-an exponential backoff with jitter, at least its Retry-After. No attempt starts, and no
-wait ends, past COGNITUDE_ROUTE_TIME_BUDGET_SECONDS after the request came in.
+an exponential backoff with jitter, at least its Retry-After. No attempt after the first
+starts, and no wait ends, past COGNITUDE_ROUTE_TIME_BUDGET_SECONDS after the first began.
 """
 
 import asyncio
@@ -91,11 +91,12 @@ class Failed:
 
 class Attempts:
     @classmethod
-    async def begin(cls, route: Route, *, started: float) -> "Attempts":
-        """The attempts of a request that came in at `started` (perf_counter)."""
+    async def begin(cls, route: Route) -> "Attempts":
+        """A request's attempts, from now: the time budget counts from the first (time
+        spent before, waiting on an identical request in flight say, is not upstream's)."""
         found = breakers()
         await found.refresh()
-        return cls(route, started=started, breakers=found)
+        return cls(route, started=time.perf_counter(), breakers=found)
 
     def __init__(self, route: Route, *, started: float, breakers: Breakers) -> None:
         self.route = route
@@ -125,7 +126,7 @@ class Attempts:
                 continue
             now = time.perf_counter()
             ready_at = max(now, self._ready_at.get(key, now))
-            if ready_at > self._deadline:
+            if ready_at > self._deadline and self.made:
                 continue
             if ready_at > now:
                 await asyncio.sleep(ready_at - now)

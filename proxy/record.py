@@ -40,7 +40,9 @@ class Record:
         self.cache_outcome = hit_outcome(tier)
         self.prompt_tokens = response.prompt_tokens
         self.completion_tokens = response.completion_tokens
-        self.model_used = self.model_requested
+        # The model that made the answer (a route's target), so the saving is priced on
+        # it; entries from before it was kept only know the name asked for.
+        self.model_used = response.model or self.model_requested
 
     def emit(self) -> None:
         if self.org_id is None or not _RECORDING:

@@ -176,7 +176,7 @@ async def ask_upstream(send, receive, ask: Ask, headers: list,
     if isinstance(route, UpstreamProblem):
         await respond_error(send, route.status, route.message, headers, code=route.code)
         return None
-    attempts = await Attempts.begin(route, started=record.started)
+    attempts = await Attempts.begin(route)
     headers = [*headers, (b"x-cognitude-cache", ask.outcome)]
     if ask.request.stream:
         return await _relay_stream(send, receive, ask, attempts, headers, record)
@@ -226,7 +226,8 @@ async def _relay_json(send, ask: Ask, attempts: Attempts, headers: list,
             await _remember_response(ask, attempts.target, answer.get("id"))
             if not request.controls.no_store:
                 stored = CachedResponse(ask.caller.org_id, record.prompt_tokens,
-                                        record.completion_tokens, last.body, b"", b"")
+                                        record.completion_tokens, last.body, b"", b"",
+                                        record.model_used)
                 await _store(ask, stored)
     await respond(send, last.status, last.body,
                   [*headers, *_upstream_headers(last.status, last.retry_after)],
@@ -346,7 +347,8 @@ async def _relay_stream(send, receive, ask: Ask, attempts: Attempts, headers: li
     if request.controls.no_store:
         return None
     stored = CachedResponse(ask.caller.org_id, record.prompt_tokens, record.completion_tokens,
-                            recorder.assembled(), bytes(recorder.sse_body), recorder.usage_event)
+                            recorder.assembled(), bytes(recorder.sse_body), recorder.usage_event,
+                            record.model_used)
     await _store(ask, stored)
     return stored
 

@@ -41,6 +41,20 @@ def test_it_keeps_the_stored_layout():
     assert unpack(b"7 5 2 2 9 1\n{}data: 1\n\nu").sse_body == b"data: 1\n\n"
 
 
+def test_it_round_trips_the_model_that_answered():
+    # A route's answer comes from a model other than the name asked for: its hits are
+    # priced on the model that made the answer.
+    entry = CachedResponse(org_id=7, prompt_tokens=5, completion_tokens=2, json_body=b"{}",
+                           sse_body=b"", usage_event=b"", model="gpt-4o-mini")
+
+    assert pack(entry) == b"7 5 2 2 0 0 11\n{}gpt-4o-mini"
+    assert unpack(pack(entry)) == entry
+
+
+def test_it_reads_entries_written_before_the_model_was_kept():
+    assert unpack(b"7 5 2 2 9 1\n{}data: 1\n\nu").model == ""
+
+
 def test_it_answers_with_the_exact_bytes_it_was_given():
     # A hit returns these slices as the response body: no re-serialisation.
     entry = unpack(pack(ENTRY))
@@ -65,13 +79,13 @@ def test_it_refuses_an_entry_with_bytes_after_its_end():
     b"\n",
     b"not a header\n{}",
     b"7 5 2 2 9\n{}data: 1\n\n",  # a field missing
-    b"7 5 2 2 9 1 0\n{}data: 1\n\nu",  # a field too many
+    b"7 5 2 2 9 1 0 0\n{}data: 1\n\nu",  # a field too many
     b"7 5 2 x 9 1\n{}data: 1\n\nu",
     b"7 5 2 2 9 1",  # a header and nothing else, not even its newline
     b'{"id": "chatcmpl-1", "object": "chat.completion"}',  # a bare JSON answer
     b"data: [DONE]\n\n",
     b"\xff\xfe\x00 garbage \x00\n",
-], ids=["empty", "newline", "words", "5-fields", "7-fields", "not-a-number", "no-newline",
+], ids=["empty", "newline", "words", "5-fields", "8-fields", "not-a-number", "no-newline",
         "json", "sse", "binary"])
 def test_it_refuses_bytes_that_are_not_an_entry(raw):
     with pytest.raises(CorruptEntry):

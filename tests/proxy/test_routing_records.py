@@ -59,6 +59,7 @@ def test_it_records_the_way_a_request_went(gateway, live_world, fake_upstream, f
         "backup", "smart", "gpt-4o-mini")
     assert (miss.attempts, miss.fallback) == (2, "primary:gpt-4o=500")
     assert (hit_log.provider, hit_log.attempts, hit_log.fallback) == ("", 0, "")
+    assert hit_log.model_used == "gpt-4o-mini"  # the model that made the cached answer
     assert (direct_log.provider, direct_log.model_used, direct_log.attempts) == (
         "default", "gpt-4o", 1)
     # Priced on gpt-4o-mini, the model that answered ("smart" has no price of its own).
@@ -67,6 +68,7 @@ def test_it_records_the_way_a_request_went(gateway, live_world, fake_upstream, f
     big = prices.price_for("gpt-4o", miss.created_at)
     assert miss.cost == mini.cost(miss.prompt_tokens, miss.completion_tokens)
     assert miss.cost != big.cost(miss.prompt_tokens, miss.completion_tokens)
+    assert hit_log.saved_cost == miss.cost
 
 
 def test_it_breaks_usage_down_by_provider(gateway, live_world, fake_upstream):
