@@ -24,7 +24,28 @@ from organizations.services import (
 )
 from tests.live import Gateway, start_gateway
 
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+def _redis_url_for_this_worker(url: str) -> str:
+    """Under pytest-xdist (`-n N`) each worker flushes a Redis database of its own: gw0
+    the one in TEST_REDIS_URL, gw1 the one below it, and so on."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db or 0) - int(worker.removeprefix('gw'))}"
+
+
+TEST_REDIS_URL = _redis_url_for_this_worker(
+    os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+
+# These stop RabbitMQ (broker_stop) or need it up throughout: under `-n N --dist
+# loadgroup` they all run on one worker, one after another.
+_NEEDS_THE_BROKER_ALONE = ("tests/pipeline/", "tests/test_health.py",
+                           "tests/analytics/test_tasks.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if item.nodeid.startswith(_NEEDS_THE_BROKER_ALONE):
+            item.add_marker(pytest.mark.xdist_group("broker"))
 
 
 @pytest.fixture(scope="session", autouse=True)
