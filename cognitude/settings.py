@@ -103,7 +103,9 @@ ASGI_APPLICATION = "cognitude.asgi.application"
 # --- Database -------------------------------------------------------------------------
 try:
     DATABASES = {
-        "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+        # Set but empty counts as unset, as for REDIS_URL and CELERY_BROKER_URL.
+        "default": env.db_url_config(
+            env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
     }
 except (ValueError, KeyError) as exc:
     raise ImproperlyConfigured(f"DATABASE_URL has a bad value: {exc}") from exc

@@ -31,3 +31,16 @@ def test_it_takes_a_broker_redis_server_of_its_own():
     done = start(REDIS_URL="redis://127.0.0.1:6379/0",
                  CELERY_BROKER_URL="redis://127.0.0.1:6380/0")
     assert done.returncode == 0, done.stderr
+
+
+def test_it_takes_an_empty_database_url_for_the_embedded_default(tmp_path):
+    # `DATABASE_URL=` (set, empty) is what a compose file or a Makefile leaves behind;
+    # like an empty REDIS_URL it means "not configured", not a crash.
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "import cognitude.settings as s; print(s.DATABASES['default']['ENGINE'])"],
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=30,
+        env={**os.environ, "DATABASE_URL": "", "COGNITUDE_VAR_DIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "django.db.backends.sqlite3"
