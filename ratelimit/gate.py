@@ -5,9 +5,14 @@ the concurrency slot freed); and the limit on failed authentications per address
 
 Estimates, as documented in the README: a request's tokens are its body's bytes / 4
 (a cheap upper-leaning guess at the prompt: JSON punctuation counts too) plus
-`max_completion_tokens`, `max_tokens` or COGNITUDE_LIMITS_DEFAULT_COMPLETION_TOKENS
-(times `n`); its cost is the price table's for those tokens. A cache hit counts as a
-request (unless COGNITUDE_LIMITS_COUNT_HITS is off) but never against tokens or spend.
+`max_completion_tokens`, `max_tokens` or `max_output_tokens`, else
+COGNITUDE_LIMITS_DEFAULT_COMPLETION_TOKENS (times `n`); its cost is the price table's for
+those tokens. A cache hit counts as a request (unless COGNITUDE_LIMITS_COUNT_HITS is
+off) but never against tokens or spend.
+
+Every request pays for this, hits included, so the work that does not depend on the
+request is done once per organization, key and model (`Plan`) and a request fills in
+its token count and cost estimate.
 """
 
 import asyncio
@@ -17,6 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 
 from django.conf import settings
 from django.utils import timezone
@@ -26,7 +32,14 @@ from cognitude.db import run_in_db_thread
 from cognitude.errors import error_body
 from ratelimit.keys import address_key, budget_key, rate_key
 from ratelimit.periods import BudgetPeriod, budget_period, openai_duration
-from ratelimit.snapshot import BudgetSpec, LimitSpec, OrgLimits, Snapshots, org_limits, price_book
+from ratelimit.snapshot import (
+    BudgetSpec,
+    LimitSpec,
+    OrgLimits,
+    Snapshots,
+    org_limits,
+    price_books,
+)
 from ratelimit.store import (
     BUDGET,
     CONCURRENCY,
@@ -34,27 +47,35 @@ from ratelimit.store import (
     Check,
     Limiter,
     LimiterDown,
-    NeedSeeds,
     Outcome,
     Seed,
-    Settlement,
+    all_ok,
     limiter,
     local_limiter,
+    missing_of,
+    outcome,
+    reserve_spec,
+    settle_budget,
+    settle_lease,
+    settle_rate,
 )
 
 logger = logging.getLogger("cognitude.ratelimit")
 
 MINUTE_MS, DAY_MS = 60_000, 86_400_000
-UNITS_PER_USD = 10 ** 8  # COST_QUANTUM: RequestLog.cost's precision
 Header = tuple[bytes, bytes]
+# A plan's placeholders for what each request fills in.
+TOKENS, ESTIMATE = "{t}", "{e}"
 
 # Read once: settings lookups show in the hit path's profile.
 _COUNT_HITS = settings.COGNITUDE_LIMITS_COUNT_HITS
 _DEFAULT_COMPLETION = settings.COGNITUDE_LIMITS_DEFAULT_COMPLETION_TOKENS
 _LEASE_MS = int(settings.COGNITUDE_LIMITS_LEASE_SECONDS * 1000)
+_COMPLETION_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
 def units(usd: Decimal) -> int:
+    """USD in the counters' units (1e-8 USD, RequestLog.cost's precision)."""
     return int(usd.quantize(COST_QUANTUM).scaleb(8))
 
 
@@ -63,25 +84,11 @@ def usd(units_: int) -> Decimal:
 
 
 @dataclass(frozen=True, slots=True)
-class Applied:
-    """A check with what it stands for: rpm, rpd, tpm, concurrent or budget."""
-
-    check: Check
-    what: str
-    label: str
-    budget: BudgetSpec | None = None
-    period: BudgetPeriod | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class LimitRefusal:
     status: int
     body: bytes
     headers: list[Header]
     reason: str  # RequestLog.error_type (ratelimit.periods.REJECTION_REASONS)
-
-
-_COMPLETION_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
 def tokens_estimate(*, endpoint: str, body: dict, body_size: int) -> tuple[int, int]:
@@ -100,35 +107,100 @@ def tokens_estimate(*, endpoint: str, body: dict, body_size: int) -> tuple[int, 
     return prompt, completion
 
 
-def _rate_checks(org_id: int, spec: LimitSpec, tokens: int) -> list[Applied]:
+# --- What applies to a key and a model ------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One check of a plan, with what it stands for: rpm, rpd, tpm, concurrent, budget."""
+
+    check: Check  # a tpm check's cost is TOKENS, a budget's ESTIMATE
+    what: str
+    label: str
+    budget: BudgetSpec | None = None
+    period: BudgetPeriod | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What applies to one key and model of an organization: the rows that match it (the
+    organization's, its model's, the key's, the key's model's) and its budgets, as the
+    script's keys and a spec to fill in, budgets first (their refusals say the most)."""
+
+    entries: tuple[Entry, ...]
+    keys: list[str]
+    template: str  # reserve_spec with TOKENS and ESTIMATE in it
+    has_budgets: bool
+    # A budget's period ends (Unix time): its key names the period, so a new plan then.
+    until: float
+
+
+def _rate_entries(org_id: int, spec: LimitSpec) -> list[Entry]:
     found = []
     for what, limit, period, cost in (("rpd", spec.requests_per_day, DAY_MS, 1),
                                       ("rpm", spec.requests_per_minute, MINUTE_MS, 1),
-                                      ("tpm", spec.tokens_per_minute, MINUTE_MS, tokens)):
+                                      ("tpm", spec.tokens_per_minute, MINUTE_MS, TOKENS)):
         if limit:
-            found.append(Applied(Check(rate_key(org_id, spec.scope, what), RATE, limit,
-                                       period, cost), what, spec.label))
+            found.append(Entry(Check(rate_key(org_id, spec.scope, what), RATE, limit,
+                                     period, cost), what, spec.label))
     if spec.concurrent_requests:
-        found.append(Applied(Check(rate_key(org_id, spec.scope, "conc"), CONCURRENCY,
-                                   spec.concurrent_requests), "concurrent", spec.label))
+        found.append(Entry(Check(rate_key(org_id, spec.scope, "conc"), CONCURRENCY,
+                                 spec.concurrent_requests), "concurrent", spec.label))
     return found
 
 
-def _budget_check(org_id: int, spec: BudgetSpec, period: BudgetPeriod,
-                  estimate: int) -> Applied:
-    check = Check(budget_key(org_id, spec.scope, period), BUDGET, units(spec.limit_usd),
-                  cost=estimate, soft=spec.soft)
-    return Applied(check, "budget", spec.label, spec, period)
-
-
-def _specs_for(limits: OrgLimits, key_id: int, model: str) -> list[LimitSpec]:
-    scopes = ((None, ""), (None, model), (key_id, ""), (key_id, model))
-    found = []
-    for scope in scopes:
+def _plan_build(limits: OrgLimits, key_id: int, model: str, now: datetime) -> Plan:
+    entries = []
+    until = math.inf
+    for spec in limits.budgets:
+        if spec.key_id is None or spec.key_id == key_id:
+            period = budget_period(spec.period, limits.time_zone, now)
+            until = min(until, period.end.timestamp())
+            entries.append(Entry(Check(budget_key(limits.org_id, spec.scope, period), BUDGET,
+                                       units(spec.limit_usd), cost=ESTIMATE, soft=spec.soft),
+                                 "budget", spec.label, spec, period))
+    has_budgets = bool(entries)
+    specs: list[LimitSpec] = []
+    for scope in ((None, ""), (None, model), (key_id, ""), (key_id, model)):
         spec = limits.limits.get(scope)
-        if spec is not None and spec not in found:
-            found.append(spec)
-    return found
+        if spec is not None and spec not in specs:
+            specs.append(spec)
+            entries += _rate_entries(limits.org_id, spec)
+    checks = [entry.check for entry in entries]
+    return Plan(tuple(entries), [c.key for c in checks], reserve_spec(checks), has_budgets,
+                until)
+
+
+_MAX_PLANS = 1000  # per snapshot: model names are the clients' to choose
+
+
+def _plan(limits: OrgLimits, key_id: int, model: str) -> Plan:
+    plan = limits.plans.get((key_id, model))
+    if plan is None or time.time() >= plan.until:
+        plan = _plan_build(limits, key_id, model, timezone.now())
+        if len(limits.plans) >= _MAX_PLANS:
+            limits.plans.clear()
+        limits.plans[(key_id, model)] = plan
+    return plan
+
+
+# A model's price per token in units, by price book and day: the estimate is an upper
+# bound, so floats do (the settlement's real cost is the records' own, in Decimal).
+_rates: dict[tuple[PriceBook, str, object], tuple[float, float]] = {}
+
+
+def _estimate(prices: PriceBook, model: str, prompt: int, completion: int) -> int:
+    """A request's cost estimate in units (0 for an unpriced model)."""
+    now = timezone.now()
+    key = (prices, model, now.date())
+    rates = _rates.get(key)
+    if rates is None:
+        price = prices.price_for(model, now)
+        rates = ((float(price.input_per_million) * 100, float(price.output_per_million) * 100)
+                 if price else (0.0, 0.0))
+        if len(_rates) > 10_000:
+            _rates.clear()
+        _rates[key] = rates
+    return math.ceil(prompt * rates[0] + completion * rates[1])
 
 
 # --- Rebuilding budget counters from the records ---------------------------------------
@@ -145,16 +217,38 @@ def _spend_since(key: tuple[int, int | None, float]) -> Decimal:
 _spends: Snapshots[tuple[int, int | None, float], Decimal] = Snapshots(_spend_since, lambda: 0.0)
 
 
-async def _seeds(org_id: int, applied: list[Applied], missing: list[int]) -> dict[int, Seed]:
+async def _seeds(org_id: int, plan: Plan, missing: list[int]) -> dict[int, Seed]:
     now = timezone.now()
     seeds = {}
     for i in missing:
-        spec, period = applied[i].budget, applied[i].period
+        spec, period = plan.entries[i].budget, plan.entries[i].period
         assert spec is not None and period is not None
         spent = await _spends.get((org_id, spec.key_id, period.start.timestamp()))
         seeds[i] = Seed(units(spent), period.ttl_s(now))
     logger.info("org %s: rebuilt %d budget counter(s) from the records", org_id, len(seeds))
     return seeds
+
+
+def _filled(plan: Plan, tokens: int, estimate: int) -> list[Check]:
+    """The plan's checks with this request's costs in (for the rare paths: seeding)."""
+    return [Check(e.check.key, e.check.kind, e.check.limit, e.check.period_ms,
+                  tokens if e.check.cost == TOKENS else estimate if e.check.cost == ESTIMATE
+                  else e.check.cost, e.check.soft) for e in plan.entries]
+
+
+async def _reserve(store: Limiter, org_id: int, plan: Plan, spec: str, tokens: int,
+                   estimate: int, lease: str) -> list:
+    raw = await store.reserve(plan.keys, spec, lease=lease, lease_ms=_LEASE_MS)
+    missing = missing_of(raw)
+    if missing:
+        seeds = await _seeds(org_id, plan, missing)
+        raw = await store.reserve(plan.keys, reserve_spec(_filled(plan, tokens, estimate),
+                                                          seeds),
+                                  lease=lease, lease_ms=_LEASE_MS)
+        # Seeded in the script that takes: a second miss means another flush just now.
+        if missing_of(raw):
+            raise LimiterDown("budget counters lost twice in a row")
+    return raw
 
 
 # --- Answers ------------------------------------------------------------------------
@@ -163,24 +257,27 @@ _NAMES = {"rpm": "requests per minute (RPM)", "rpd": "requests per day (RPD)",
           "tpm": "tokens per minute (TPM)"}
 
 
-def _tightest(applied: list[Applied], outcomes: list[Outcome], kinds: tuple[str, ...]
-              ) -> tuple[Applied, Outcome] | None:
-    found = [(a, o) for a, o in zip(applied, outcomes, strict=True) if a.what in kinds]
-    if not found:
-        return None
-    return min(found, key=lambda pair: (max(0, pair[1].remaining), pair[0].check.limit))
-
-
-def rate_headers(applied: list[Applied], outcomes: list[Outcome]) -> list[Header]:
-    """OpenAI's six x-ratelimit-* headers for the tightest request and token limits."""
+def rate_headers(plan: Plan, raw: list) -> list[Header]:
+    """OpenAI's six x-ratelimit-* headers for the tightest request and token limits (the
+    least remaining; of two alike, the smaller limit)."""
+    requests = tokens = None
+    for i, entry in enumerate(plan.entries):
+        what = entry.what
+        if what == "rpm" or what == "rpd":
+            found = (raw[5 * i + 1], entry.check.limit, raw[5 * i + 2])
+            if requests is None or found < requests:
+                requests = found
+        elif what == "tpm":
+            found = (raw[5 * i + 1], entry.check.limit, raw[5 * i + 2])
+            if tokens is None or found < tokens:
+                tokens = found
     headers = []
-    for kinds, noun in ((("rpm", "rpd"), b"requests"), (("tpm",), b"tokens")):
-        tightest = _tightest(applied, outcomes, kinds)
+    for noun, tightest in ((b"requests", requests), (b"tokens", tokens)):
         if tightest is not None:
-            a, o = tightest
-            headers += [(b"x-ratelimit-limit-" + noun, str(a.check.limit).encode()),
-                        (b"x-ratelimit-remaining-" + noun, str(max(0, o.remaining)).encode()),
-                        (b"x-ratelimit-reset-" + noun, openai_duration(o.reset_ms).encode())]
+            remaining, limit, reset_ms = tightest
+            headers += [(b"x-ratelimit-limit-" + noun, str(limit).encode()),
+                        (b"x-ratelimit-remaining-" + noun, str(max(0, remaining)).encode()),
+                        (b"x-ratelimit-reset-" + noun, openai_duration(reset_ms).encode())]
     return headers
 
 
@@ -193,39 +290,50 @@ def _retry_headers(retry_ms: float, *, retry: bool = True) -> list[Header]:
     return headers
 
 
-def _refusal(a: Applied, o: Outcome) -> tuple[float, LimitRefusal]:
+def _refusal(entry: Entry, o: Outcome, cost: int) -> tuple[float, LimitRefusal]:
     """(how long it stands, in ms, for choosing among several) and the answer."""
-    check = a.check
-    if a.what == "budget":
-        assert a.period is not None
-        ms = a.period.seconds_left(timezone.now()) * 1000
-        start = a.period.start
-        message = (f"Refused: {a.label} is spent (${usd(check.limit - o.remaining):f} since "
-                   f"{start:%Y-%m-%d %H:%M} {start.tzname()}); it renews at "
-                   f"{a.period.end:%Y-%m-%d %H:%M} {a.period.end.tzname()}.")
+    check = entry.check
+    if entry.what == "budget":
+        period = entry.period
+        assert period is not None
+        ms = period.seconds_left(timezone.now()) * 1000
+        message = (f"Refused: {entry.label} is spent (${usd(check.limit - o.remaining):f} "
+                   f"since {period.start:%Y-%m-%d %H:%M} {period.start.tzname()}); it renews "
+                   f"at {period.end:%Y-%m-%d %H:%M} {period.end.tzname()}.")
         body = error_body(429, message, code="insufficient_quota", type="insufficient_quota")
         return math.inf, LimitRefusal(429, body, _retry_headers(ms, retry=False),
-                                      f"budget_{a.period.name}")
-    if a.what == "concurrent":
-        message = (f"Too many concurrent requests for the {a.label}: limit {check.limit}. "
+                                      f"budget_{period.name}")
+    if entry.what == "concurrent":
+        message = (f"Too many concurrent requests for the {entry.label}: limit {check.limit}. "
                    "Retry when one of your requests in flight has finished.")
         body = error_body(429, message, code="rate_limit_exceeded", type="requests")
         return 1000, LimitRefusal(429, body, _retry_headers(1000), "rate_limit_concurrent")
-    kind = "tokens" if a.what == "tpm" else "requests"
-    if check.cost > check.limit:
-        message = (f"Request too large for {_NAMES[a.what]} on the {a.label}: limit "
-                   f"{check.limit}, requested {check.cost}. Send a shorter request or "
-                   "a smaller max_tokens.")
+    kind = "tokens" if entry.what == "tpm" else "requests"
+    if cost > check.limit:
+        message = (f"Request too large for {_NAMES[entry.what]} on the {entry.label}: limit "
+                   f"{check.limit}, requested {cost}. Send a shorter request or a smaller "
+                   "max_tokens.")
         body = error_body(429, message, code="rate_limit_exceeded", type=kind)
         return math.inf, LimitRefusal(429, body, _retry_headers(60_000, retry=False),
-                                      f"rate_limit_{a.what}")
+                                      f"rate_limit_{entry.what}")
     used = check.limit - max(0, o.remaining)
-    message = (f"Rate limit reached for {_NAMES[a.what]} on the {a.label}: limit "
-               f"{check.limit}, used {used}, requested {check.cost}. Please try again in "
+    message = (f"Rate limit reached for {_NAMES[entry.what]} on the {entry.label}: limit "
+               f"{check.limit}, used {used}, requested {cost}. Please try again in "
                f"{openai_duration(o.retry_ms)}.")
     body = error_body(429, message, code="rate_limit_exceeded", type=kind)
     return o.retry_ms, LimitRefusal(429, body, _retry_headers(o.retry_ms),
-                                    f"rate_limit_{a.what}")
+                                    f"rate_limit_{entry.what}")
+
+
+def _refused(plan: Plan, raw: list, tokens: int, estimate: int) -> LimitRefusal:
+    """The answer for the refusal that stands longest (so a retry after it passes all)."""
+    found = []
+    for i, entry in enumerate(plan.entries):
+        if raw[5 * i] != 1:
+            cost = (tokens if entry.what == "tpm" else estimate if entry.what == "budget"
+                    else 1)
+            found.append(_refusal(entry, outcome(raw, i), cost))
+    return max(found, key=lambda pair: pair[0])[1]
 
 
 def _unavailable() -> LimitRefusal:
@@ -242,8 +350,10 @@ class _Reservation:
     store: Limiter
     org_id: int
     lease: str
-    applied: list[Applied]
-    outcomes: list[Outcome]
+    plan: Plan
+    raw: list  # the script's answer: budgets' generations for their settlements
+    tokens: int
+    estimate: int
     prices: PriceBook | None
 
 
@@ -261,44 +371,37 @@ class RequestLimits:
                    body_size: int, lease: str) -> LimitRefusal | None:
         """Take every limit and budget that applies to this request, or none of them
         and say why not. `lease` names its concurrency slot (the request id)."""
-        limits = await org_limits.get(org_id)
+        limits = org_limits.fresh(org_id) or await org_limits.get(org_id)
         if limits.empty:
             return None
         model = body.get("model") or ""
-        specs = _specs_for(limits, key_id, model)
-        budgets = [b for b in limits.budgets if b.key_id is None or b.key_id == key_id]
-        if not specs and not budgets:
+        plan = _plan(limits, key_id, model)
+        if not plan.entries:
             return None
         prompt, completion = tokens_estimate(endpoint=endpoint, body=body, body_size=body_size)
-        applied: list[Applied] = []
-        prices = None
-        if budgets:
-            prices = await price_book()
-            cost = prices.cost(model, timezone.now(), prompt, completion)
-            estimate = units(cost) if cost is not None else 0
-            applied += [_budget_check(org_id, spec, budget_period(spec.period, limits.time_zone),
-                                      estimate) for spec in budgets]
-        for spec in specs:
-            applied += _rate_checks(org_id, spec, prompt + completion)
-        checks = [a.check for a in applied]
+        tokens, estimate, prices = prompt + completion, 0, None
+        if plan.has_budgets:
+            prices = price_books.fresh(None) or await price_books.get(None)
+            estimate = _estimate(prices, model, prompt, completion)
+        spec = plan.template.format(t=tokens, e=estimate)
         store = limiter()
         try:
-            outcomes = await _reserve(store, org_id, applied, checks, lease)
+            raw = await _reserve(store, org_id, plan, spec, tokens, estimate, lease)
         except LimiterDown:
             # The script may have run and only its answer been lost: free any slot it took.
-            releases = [Settlement(a.check, lease=lease) for a in applied
-                        if a.check.kind == CONCURRENCY]
+            releases = [e.check.key for e in plan.entries if e.what == "concurrent"]
             if releases and store is not local_limiter():
-                settlements.add(store, org_id, releases)
+                settlements.add(store, org_id, releases, [settle_lease(lease)] * len(releases),
+                                [None] * len(releases))
             if limits.fail_closed:
                 return _unavailable()
             store = local_limiter()
-            outcomes = await _reserve(store, org_id, applied, checks, lease)
-        self.headers = rate_headers(applied, outcomes)
-        refused = [_refusal(a, o) for a, o in zip(applied, outcomes, strict=True) if not o.ok]
-        if refused:
-            return max(refused, key=lambda found: found[0])[1]
-        self._reservation = _Reservation(store, org_id, lease, applied, outcomes, prices)
+            raw = await _reserve(store, org_id, plan, spec, tokens, estimate, lease)
+        self.headers = rate_headers(plan, raw)
+        if not all_ok(raw):
+            return _refused(plan, raw, tokens, estimate)
+        self._reservation = _Reservation(store, org_id, lease, plan, raw, tokens, estimate,
+                                         prices)
         return None
 
     def settle(self, *, model: str, status: int, hit: bool, prompt_tokens: int,
@@ -308,98 +411,92 @@ class RequestLimits:
         taken, self._reservation = self._reservation, None
         if taken is None:
             return
-        known = bool(prompt_tokens or completion_tokens)
-        items: list[Settlement] = []
-        for a, o in zip(taken.applied, taken.outcomes, strict=True):
-            check = a.check
-            if a.what == "tpm":
+        keys: list[str] = []
+        items: list[str] = []
+        notes: list[Entry | None] = []
+        for i, entry in enumerate(taken.plan.entries):
+            what, check = entry.what, entry.check
+            if what == "tpm":
                 # No usage on an answered miss (a stream cut short): keep the estimate.
-                used = (prompt_tokens + completion_tokens if known
-                        else 0 if hit or status != 200 else check.cost)
-                if used != check.cost:
-                    items.append(Settlement(check, delta=used - check.cost))
-            elif a.what in ("rpm", "rpd"):
-                if hit and not _COUNT_HITS:
-                    items.append(Settlement(check, delta=-1))
-            elif a.what == "concurrent":
-                items.append(Settlement(check, lease=taken.lease))
+                used = (prompt_tokens + completion_tokens if prompt_tokens or completion_tokens
+                        else 0 if hit or status != 200 else taken.tokens)
+                if used == taken.tokens:
+                    continue
+                item = settle_rate(check, used - taken.tokens)
+            elif what == "rpm" or what == "rpd":
+                if not hit or _COUNT_HITS:
+                    continue
+                item = settle_rate(check, -1)
+            elif what == "concurrent":
+                item = settle_lease(taken.lease)
             else:
-                assert taken.prices is not None
-                cost, _ = request_costs(prices=taken.prices, model=model, hit=hit,
-                                        status=status, prompt_tokens=prompt_tokens,
-                                        completion_tokens=completion_tokens,
-                                        at=timezone.now())
-                real = units(cost) if cost is not None else 0
-                items.append(Settlement(check, delta=real - check.cost,
-                                        generation=o.generation, note=a))
+                real = 0  # a hit spends nothing
+                if not hit:
+                    assert taken.prices is not None
+                    cost, _ = request_costs(prices=taken.prices, model=model, hit=hit,
+                                            status=status, prompt_tokens=prompt_tokens,
+                                            completion_tokens=completion_tokens,
+                                            at=timezone.now())
+                    real = units(cost) if cost is not None else 0
+                generation = taken.raw[5 * i + 4]
+                item = settle_budget(check, real - taken.estimate,
+                                     generation.decode() if generation else "")
+            keys.append(check.key)
+            items.append(item)
+            notes.append(entry if what == "budget" else None)
         if items:
-            settlements.add(taken.store, taken.org_id, items)
-
-
-async def _reserve(store: Limiter, org_id: int, applied: list[Applied], checks: list[Check],
-                   lease: str) -> list[Outcome]:
-    found = await store.reserve(checks, lease=lease, lease_ms=_LEASE_MS, seeds={})
-    if isinstance(found, NeedSeeds):
-        seeds = await _seeds(org_id, applied, found.indexes)
-        found = await store.reserve(checks, lease=lease, lease_ms=_LEASE_MS, seeds=seeds)
-        # Seeded in the same script that takes: a second miss means another flush just now.
-        if isinstance(found, NeedSeeds):
-            raise LimiterDown("budget counters lost twice in a row")
-    return found
+            settlements.add(taken.store, taken.org_id, keys, items, notes)
 
 
 # --- Settling in the background -----------------------------------------------------
 
 class _Settlements:
-    """Settlements queued by requests as they end and sent together: one script call
-    per organization, all in one pipelined round trip, per turn of the event loop."""
+    """Settlements queued by requests as they end and sent together at the end of the
+    event loop's turn: one script call per organization, all in one write, and no task
+    or coroutine of their own."""
 
     def __init__(self) -> None:
-        self._pending: dict[Limiter, list[tuple[int, list[Settlement]]]] = {}
-        self._tasks: set[asyncio.Task] = set()
+        # store -> org id -> (keys, items, notes)
+        self._pending: dict[Limiter, dict[int, tuple[list, list, list]]] = {}
 
-    def add(self, store: Limiter, org_id: int, items: list[Settlement]) -> None:
+    def add(self, store: Limiter, org_id: int, keys: list[str], items: list[str],
+            notes: list[Entry | None]) -> None:
         if not self._pending:
-            task = asyncio.get_running_loop().create_task(self._flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        self._pending.setdefault(store, []).append((org_id, items))
+            asyncio.get_running_loop().call_soon(self._flush)
+        by_org = self._pending.setdefault(store, {})
+        found = by_org.get(org_id)
+        if found is None:
+            by_org[org_id] = (keys, items, notes)
+        else:
+            found[0].extend(keys)
+            found[1].extend(items)
+            found[2].extend(notes)
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
         pending, self._pending = self._pending, {}
-        for store, entries in pending.items():
-            by_org: dict[int, list[Settlement]] = {}
-            for org_id, items in entries:
-                by_org.setdefault(org_id, []).extend(items)
-            try:
-                crossed = await store.settle(list(by_org.values()))
-            except LimiterDown:
-                # Reservations stay taken (conservative): rates drain within their
-                # period, leases expire, a budget is rebuilt when its counter goes.
-                logger.warning("dropped %d settlement(s): limits Redis unavailable",
-                               sum(len(items) for items in by_org.values()))
-                continue
-            for (org_id, items), found in zip(by_org.items(), crossed, strict=True):
-                for index, spent in found:
-                    _crossing_record(org_id, items[index].note, spent)
+        for store, by_org in pending.items():
+            orgs = list(by_org.items())
+            store.settle_soon([(keys, items) for _, (keys, items, _) in orgs],
+                              partial(self._crossings, orgs))
 
-    async def drain(self) -> None:
-        """Wait for the settlements in flight (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks)
+    @staticmethod
+    def _crossings(orgs: list, answers: list[list] | None) -> None:
+        for (org_id, (_, _, notes)), crossed in zip(orgs, answers or (), strict=False):
+            for at in range(0, len(crossed), 2):
+                _crossing_record(org_id, notes[crossed[at] - 1], crossed[at + 1])
 
 
 settlements = _Settlements()
 _recording: set[asyncio.Task] = set()
 
 
-def _crossing_record(org_id: int, applied: Applied, spent: int) -> None:
+def _crossing_record(org_id: int, entry: Entry | None, spent: int) -> None:
     from ratelimit.services import budget_crossing_record
 
-    assert applied.budget is not None and applied.period is not None
+    assert entry is not None and entry.budget is not None and entry.period is not None
     task = asyncio.get_running_loop().create_task(run_in_db_thread(
-        budget_crossing_record, org_id=org_id, budget=applied.budget,
-        period_start=applied.period.start.date(), spend_usd=usd(spent)))
+        budget_crossing_record, org_id=org_id, budget=entry.budget,
+        period_start=entry.period.start.date(), spend_usd=usd(spent)))
     _recording.add(task)
     task.add_done_callback(_recording.discard)
 
@@ -437,18 +534,18 @@ async def address_failed(address: str) -> None:
     per_minute = settings.COGNITUDE_LIMITS_UNAUTHENTICATED_PER_MINUTE
     if not per_minute or not address:
         return
-    checks = [Check(address_key(address), RATE, per_minute, MINUTE_MS, 1)]
+    keys = [address_key(address)]
+    spec = reserve_spec([Check(keys[0], RATE, per_minute, MINUTE_MS, 1)])
     try:
-        [outcome] = await limiter().reserve(checks, lease="", lease_ms=0, seeds={})
+        raw = await limiter().reserve(keys, spec, lease="", lease_ms=0)
     except LimiterDown:
-        [outcome] = await local_limiter().reserve(checks, lease="", lease_ms=0, seeds={})
-    if not outcome.ok:
+        raw = await local_limiter().reserve(keys, spec, lease="", lease_ms=0)
+    if raw[0] != 1:
         if len(_blocked) > 10_000:
             _blocked.clear()
-        _blocked[address] = time.monotonic() + outcome.retry_ms / 1000
+        _blocked[address] = time.monotonic() + raw[3] / 1000
 
 
 def client_address(scope: dict) -> str:
     client = scope.get("client")
     return client[0] if client else ""
-

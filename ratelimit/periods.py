@@ -28,10 +28,7 @@ class BudgetPeriod:
     name: str  # "day" | "month"
     start: datetime  # aware, in the organization's time zone
     end: datetime
-
-    @property
-    def label(self) -> str:
-        return f"{self.start:%Y-%m-%d}" if self.name == "day" else f"{self.start:%Y-%m}"
+    label: str  # 2030-03-31, 2030-03
 
     def seconds_left(self, now: datetime) -> float:
         return max(0.0, (self.end - now).total_seconds())
@@ -50,7 +47,8 @@ def _period_at(name: str, zone: ZoneInfo, now: datetime) -> BudgetPeriod:
         following = (start + timedelta(days=32)).date().replace(day=1)
     # Midnight of the next date, whatever the clocks did in between (DST).
     end = datetime(following.year, following.month, following.day, tzinfo=zone)
-    return BudgetPeriod(name, start, end)
+    return BudgetPeriod(name, start, end, f"{start:%Y-%m-%d}" if name == "day" else
+                        f"{start:%Y-%m}")
 
 
 # (zone, name) -> the current period: one datetime comparison per request until it ends.
@@ -59,9 +57,7 @@ _current: dict[tuple[str, str], BudgetPeriod] = {}
 
 def budget_period(name: str, zone: ZoneInfo, now: datetime | None = None) -> BudgetPeriod:
     """The day or month `now` (default: now) falls in, in `zone`."""
-    if now is not None:
-        return _period_at(name, zone, now)
-    now = timezone.now()
+    now = now or timezone.now()
     key = (zone.key, name)
     period = _current.get(key)
     if period is None or not period.start <= now < period.end:

@@ -5,22 +5,24 @@ one round trip, atomic across every gateway process and machine (Redis runs a sc
 alone). The clock is the Redis server's (TIME), so machines whose clocks disagree
 still share one window.
 
-Kinds of check, five ARGV values each after the two leading ones (lease id, lease ms):
+One key per check; the checks themselves come in one ARGV string (ARGV[3]), one
+`kind,a,b,c,d` per check separated by `;` (a few arguments instead of five per check:
+packing arguments is most of what a script call costs the gateway). ARGV[1] and [2] are
+the request's lease id and the lease's length in ms. Kinds:
 
 - `g`, a rate (requests per minute or day, tokens per minute): GCRA, the generic cell
   rate algorithm. The key holds the theoretical arrival time (TAT, ms); a limit of n per
   period P lets a request of cost c through when TAT + c·P/n - P <= now, so n fit in a
-  burst and then one every P/n: no fixed window, no 2× at a boundary.
-  ARGV: 'g', n, P, c, ''.
+  burst and then one every P/n: no fixed window, no 2× at a boundary. `g,n,P,c,`
 - `c`, concurrent requests: a sorted set of leases scored by expiry. Expired leases are
   dropped first, so a process that died holding slots gives them back after the lease
-  time, never leaks them forever. ARGV: 'c', n, '', '', ''.
+  time, never leaks them forever. `c,n,,,`
 - `b`, a budget: a hash {s: spend so far (units of 1e-8 USD, reservations included),
   g: generation, x: crossed}. Missing means Redis lost it (flushed, restarted, evicted):
   the script then takes nothing and returns the indexes to seed; the caller sums the
-  period's spend from PostgreSQL and runs it again with ARGV seed and generation. A
-  hard budget refuses while s >= cap, so concurrent requests overrun it by at most one
-  reservation. ARGV: 'b', cap, estimate, hard (1/0), seed ('' or "spend:generation:ttl").
+  period's spend from PostgreSQL and runs it again with the seed. A hard budget refuses
+  while s >= cap, so concurrent requests overrun it by at most one reservation.
+  `b,cap,estimate,hard (1/0),seed` with seed '' or `spend:generation:ttl`.
 
 Returns {-1, i, ...} (seed budgets i first), or 5 values per check: ok (1/0), remaining,
 reset ms, retry ms, generation.
@@ -30,15 +32,17 @@ RESERVE = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
 local lease, lease_ms = ARGV[1], tonumber(ARGV[2])
+local checks = {}
+for kind, a, b, c, d in string.gmatch(ARGV[3], '(%a),([^,;]*),([^,;]*),([^,;]*),([^;]*)') do
+  checks[#checks + 1] = {kind, tonumber(a), tonumber(b), tonumber(c), d}
+end
 local out, missing, take = {}, {}, {}
 local all_ok = true
-for i = 1, #KEYS do
-  local at = 2 + (i - 1) * 5
-  local kind, n = ARGV[at + 1], tonumber(ARGV[at + 2])
-  local key = KEYS[i]
+for i, check in ipairs(checks) do
+  local kind, n, key = check[1], check[2], KEYS[i]
   local ok, remaining, reset, retry, gen = 1, 0, 0, 0, ''
   if kind == 'g' then
-    local period, cost = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+    local period, cost = check[3], check[4]
     local step = period / n
     local tat = tonumber(redis.call('GET', key)) or now
     if tat < now then tat = now end
@@ -59,11 +63,10 @@ for i = 1, #KEYS do
     local spent = found[1]
     gen = found[2] or ''
     if not spent then
-      local seed = ARGV[at + 5]
-      if seed == '' then
+      if check[5] == '' then
         missing[#missing + 1] = i
       else
-        local s, g, ttl = string.match(seed, '^([^:]+):([^:]+):([^:]+)$')
+        local s, g, ttl = string.match(check[5], '^([^:]+):([^:]+):([^:]+)$')
         redis.call('HSET', key, 's', s, 'g', g)
         redis.call('EXPIRE', key, ttl)
         spent, gen = s, g
@@ -72,7 +75,7 @@ for i = 1, #KEYS do
     if spent then
       spent = tonumber(spent)
       remaining = n - spent
-      if ARGV[at + 4] == '1' and spent >= n then ok = 0 else take[i] = tonumber(ARGV[at + 3]) end
+      if check[4] == 1 and spent >= n then ok = 0 else take[i] = check[3] end
     end
   end
   if ok == 0 then all_ok = false end
@@ -88,7 +91,7 @@ if #missing > 0 then
 end
 if all_ok then
   for i, value in pairs(take) do
-    local kind, key = ARGV[2 + (i - 1) * 5 + 1], KEYS[i]
+    local kind, key = checks[i][1], KEYS[i]
     if kind == 'g' then
       if value > now then
         redis.call('SET', key, string.format('%.3f', value), 'PX', math.ceil(value - now))
@@ -104,11 +107,11 @@ end
 return out
 """
 
-# Settles what requests took, many at once (a flush batches one organization's): four
-# ARGV values per key.
-# - 'g', ms per unit, delta units (negative gives back what was not used), ''
-# - 'c', lease id, '', ''                     (the request is over: free its slot)
-# - 'b', delta units, cap, generation         (reservation -> real cost)
+# Settles what requests took, many at once (a flush batches one organization's): one
+# key per item, the items in ARGV[1] as `kind,a,b,c` separated by `;`:
+# - `g,ms per unit,delta units,`  (a negative delta gives back what was not used)
+# - `c,lease id,,`                (the request is over: free its slot)
+# - `b,delta units,cap,generation` (reservation -> real cost)
 # A budget whose generation changed (Redis lost it and it was rebuilt from the records
 # meanwhile) is left alone: the rebuilt spend does not hold this reservation, and the
 # request's real cost reaches it through its record. Returns {i, spend} for each budget
@@ -117,11 +120,12 @@ SETTLE = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
 local crossed = {}
-for i = 1, #KEYS do
-  local at = (i - 1) * 4
-  local kind, key = ARGV[at + 1], KEYS[i]
+local i = 0
+for kind, a, b, c in string.gmatch(ARGV[1], '(%a),([^,;]*),([^,;]*),([^;]*)') do
+  i = i + 1
+  local key = KEYS[i]
   if kind == 'g' then
-    local step, delta = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+    local step, delta = tonumber(a), tonumber(b)
     local tat = tonumber(redis.call('GET', key))
     if tat or delta > 0 then
       if not tat or tat < now then tat = now end
@@ -133,10 +137,10 @@ for i = 1, #KEYS do
       end
     end
   elseif kind == 'c' then
-    redis.call('ZREM', key, ARGV[at + 2])
-  elseif redis.call('HGET', key, 'g') == ARGV[at + 4] then
-    local spent = redis.call('HINCRBY', key, 's', ARGV[at + 2])
-    if spent >= tonumber(ARGV[at + 3]) and redis.call('HSETNX', key, 'x', 1) == 1 then
+    redis.call('ZREM', key, a)
+  elseif redis.call('HGET', key, 'g') == c then
+    local spent = redis.call('HINCRBY', key, 's', a)
+    if spent >= tonumber(b) and redis.call('HSETNX', key, 'x', 1) == 1 then
       crossed[#crossed + 1] = i
       crossed[#crossed + 1] = spent
     end

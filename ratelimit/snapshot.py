@@ -7,7 +7,7 @@ An edit reaches every process within COGNITUDE_LIMITS_CACHE_SECONDS.
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Generic, TypeVar
@@ -70,6 +70,8 @@ class OrgLimits:
     fail_closed: bool
     limits: dict[tuple[int | None, str], LimitSpec] = field(default_factory=dict)
     budgets: tuple[BudgetSpec, ...] = ()
+    # (key id, model) -> what applies to it, prepared once (ratelimit.gate.Plan).
+    plans: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def empty(self) -> bool:
@@ -88,10 +90,17 @@ class Snapshots(Generic[K, V]):
         self._values: dict[K, tuple[float, V]] = {}
         self._loading: dict[K, asyncio.Future[V]] = {}
 
-    async def get(self, key: K) -> V:
+    def fresh(self, key: K) -> V | None:
+        """The value if it is loaded and fresh: the request path's way, with no await."""
         found = self._values.get(key)
         if found is not None and found[0] > time.monotonic():
             return found[1]
+        return None
+
+    async def get(self, key: K) -> V:
+        found = self.fresh(key)
+        if found is not None:
+            return found
         loading = self._loading.get(key)
         if loading is not None:
             return await asyncio.shield(loading)
@@ -132,8 +141,4 @@ def _load_prices(_: None) -> PriceBook:
 
 
 org_limits: Snapshots[int, OrgLimits] = Snapshots(_load_org_limits, _cache_seconds)
-_prices: Snapshots[None, PriceBook] = Snapshots(_load_prices, _cache_seconds, 1)
-
-
-def price_book() -> Awaitable[PriceBook]:
-    return _prices.get(None)
+price_books: Snapshots[None, PriceBook] = Snapshots(_load_prices, _cache_seconds, 1)

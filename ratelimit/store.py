@@ -1,10 +1,12 @@
 """Where limit state lives: the limits Redis (shared by every process), or this
 process's memory (embedded mode, and fail-open while that Redis is unreachable).
 
-Both take a list of `Check`s and answer with one `Outcome` per check, all taken or
-none; both settle `Settlement`s afterwards. The Redis one never waits past
-COGNITUDE_LIMITS_REDIS_TIMEOUT: no retries, and after a failure it stops trying for
-COGNITUDE_REDIS_BREAKER_SECONDS (then tries again by itself).
+Both speak the scripts' own encoding (ratelimit.scripts): `reserve(keys, spec)` takes a
+request's checks all or none and answers the script's flat list; `settle(batches)`
+settles many requests' items at once. The request path prepares these strings once per
+organization, key and model (ratelimit.gate.Plan), so a request only fills in its
+costs. The Redis one never waits past COGNITUDE_LIMITS_REDIS_TIMEOUT: no retries, and
+after a failure it stops trying for COGNITUDE_REDIS_BREAKER_SECONDS (then tries again).
 """
 
 import asyncio
@@ -13,14 +15,12 @@ import math
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+import hiredis
 
+from ratelimit.resp import RespClient, RespError, Script
 from ratelimit.scripts import RESERVE, SETTLE
 
 logger = logging.getLogger("cognitude.ratelimit")
@@ -30,23 +30,16 @@ RATE, CONCURRENCY, BUDGET = "g", "c", "b"
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One limit or budget a request must pass (see ratelimit.scripts for the kinds)."""
+    """One limit or budget a request must pass (see ratelimit.scripts for the kinds).
+    `cost` is a rate's units (1 request, or tokens) or a budget's estimate; a plan's
+    template holds a placeholder there for each request's own."""
 
     key: str
     kind: str
     limit: int  # n per period, n in flight, or a budget's cap in units of 1e-8 USD
     period_ms: int = 0
-    cost: int = 0  # a rate's units (1 request, or tokens); a budget's estimate
+    cost: int | str = 0
     soft: bool = False  # a budget that allows and records instead of refusing
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    ok: bool
-    remaining: int
-    reset_ms: int
-    retry_ms: int
-    generation: str = ""  # a budget's: settlements name it
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,101 +51,88 @@ class Seed:
 
 
 @dataclass(frozen=True, slots=True)
-class Settlement:
-    """Give back or add to what a check took: a rate's delta units, a lease to free,
-    or a budget's delta units (reservation to real cost)."""
+class Outcome:
+    """One check's answer, read from a reservation's flat list."""
 
-    check: Check
-    delta: int = 0
-    lease: str = ""
-    generation: str = ""
-    note: object = None  # the caller's, handed back with a crossing
+    ok: bool
+    remaining: int
+    reset_ms: int
+    retry_ms: int
+    generation: str  # a budget's: its settlement names it
+
+
+def reserve_spec(checks: list[Check], seeds: dict[int, Seed] | None = None) -> str:
+    """RESERVE's ARGV[3] for these checks (seeds: budget index -> the spend to start at)."""
+    parts = []
+    for i, check in enumerate(checks):
+        if check.kind == RATE:
+            parts.append(f"g,{check.limit},{check.period_ms},{check.cost},")
+        elif check.kind == CONCURRENCY:
+            parts.append(f"c,{check.limit},,,")
+        else:
+            seed = (seeds or {}).get(i)
+            found = f"{seed.units}:{secrets.token_hex(6)}:{seed.ttl_s}" if seed else ""
+            parts.append(f"b,{check.limit},{check.cost},{0 if check.soft else 1},{found}")
+    return ";".join(parts)
+
+
+def missing_of(raw: list) -> list[int] | None:
+    """The indexes of the budgets to seed, when a reservation took nothing for want of
+    them; None when it answered."""
+    return [int(i) - 1 for i in raw[1:]] if raw and raw[0] == -1 else None
+
+
+def outcome(raw: list, i: int) -> Outcome:
+    at = 5 * i
+    return Outcome(raw[at] == 1, raw[at + 1], raw[at + 2], raw[at + 3],
+                   raw[at + 4].decode() if raw[at + 4] else "")
+
+
+def all_ok(raw: list) -> bool:
+    return all(ok == 1 for ok in raw[::5])
+
+
+# A settlement's items, as SETTLE reads them.
+def settle_rate(check: Check, delta: int) -> str:
+    return f"g,{check.period_ms / check.limit},{delta},"
+
+
+def settle_lease(lease: str) -> str:
+    return f"c,{lease},,"
+
+
+def settle_budget(check: Check, delta: int, generation: str) -> str:
+    return f"b,{delta},{check.limit},{generation}"
 
 
 class LimiterDown(Exception):
     """The limits Redis did not answer in time (down, hung, refusing)."""
 
 
-@dataclass(frozen=True, slots=True)
-class NeedSeeds:
-    """Nothing was taken: these budget checks' counters are missing (seed them)."""
-
-    indexes: list[int]
-
-
-Reserved = list[Outcome]
-
-
-def _args(checks: list[Check], seeds: dict[int, Seed], lease: str, lease_ms: int) -> list:
-    args: list = [lease, lease_ms]
-    for i, check in enumerate(checks):
-        if check.kind == RATE:
-            args += (RATE, check.limit, check.period_ms, check.cost, "")
-        elif check.kind == CONCURRENCY:
-            args += (CONCURRENCY, check.limit, "", "", "")
-        else:
-            seed = seeds.get(i)
-            args += (BUDGET, check.limit, check.cost, 0 if check.soft else 1,
-                     f"{seed.units}:{secrets.token_hex(6)}:{seed.ttl_s}" if seed else "")
-    return args
-
-
-def _outcomes(raw: list) -> Reserved | NeedSeeds:
-    if raw and raw[0] == -1:
-        return NeedSeeds([int(i) - 1 for i in raw[1:]])
-    return [
-        Outcome(bool(raw[at]), int(raw[at + 1]), int(raw[at + 2]), int(raw[at + 3]),
-                raw[at + 4].decode() if isinstance(raw[at + 4], bytes) else str(raw[at + 4]))
-        for at in range(0, len(raw), 5)
-    ]
-
-
-def _settle_args(items: list[Settlement]) -> tuple[list[str], list]:
-    keys, args = [], []
-    for item in items:
-        check = item.check
-        keys.append(check.key)
-        if check.kind == RATE:
-            args += (RATE, check.period_ms / check.limit, item.delta, "")
-        elif check.kind == CONCURRENCY:
-            args += (CONCURRENCY, item.lease, "", "")
-        else:
-            args += (BUDGET, item.delta, check.limit, item.generation)
-    return keys, args
+Batch = tuple[list[str], list[str]]  # one organization's keys and settle items
 
 
 class RedisLimiter:
     kind = "redis"
-    # A burst of requests waits its turn for a connection (within the timeout) instead
-    # of failing when the pool is busy.
-    CONNECTIONS = 64
     # A timeout may be this process's own event loop running late under load, not the
     # server: the breaker opens on the third in a row, or at once when the server
     # refuses or drops the connection.
     TIMEOUTS_TO_TRIP = 3
 
     def __init__(self, url: str, *, timeout: float, breaker_seconds: float) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=self.CONNECTIONS, timeout=timeout,
-            socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0,
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
-        self._timeout = timeout
+        self._client = RespClient(url, timeout=timeout)
         self._breaker_seconds = breaker_seconds
         self._open_until = 0.0
         self._timeouts = 0
-        self._reserve = self._client.register_script(RESERVE)
-        self._settle = self._client.register_script(SETTLE)
+        self._reserve = Script(self._client, RESERVE)
+        self._settle = Script(self._client, SETTLE)
 
     @property
     def available(self) -> bool:
         return time.monotonic() >= self._open_until
 
     def _trip(self, exc: BaseException) -> LimiterDown:
-        # A full pool says so with a ConnectionError raised from its own wait's timeout.
-        timed_out = (isinstance(exc, TimeoutError | RedisTimeoutError)
-                     or isinstance(exc.__cause__, TimeoutError))
+        timed_out = isinstance(exc, TimeoutError)
         self._timeouts = self._timeouts + 1 if timed_out else 0
         if not timed_out or self._timeouts >= self.TIMEOUTS_TO_TRIP:
             if self.available:
@@ -161,44 +141,52 @@ class RedisLimiter:
             self._open_until = time.monotonic() + self._breaker_seconds
         return LimiterDown(repr(exc))
 
-    async def reserve(self, checks: list[Check], *, lease: str, lease_ms: int,
-                      seeds: dict[int, Seed]) -> Reserved | NeedSeeds:
-        if not self.available:
+    async def reserve(self, keys: list[str], spec: str, *, lease: str, lease_ms: int) -> list:
+        if time.monotonic() < self._open_until:
             raise LimiterDown("breaker open")
         try:
-            # The socket timeout bounds each read; this bounds the whole call (a
-            # connection that accepts and never answers, a pool waiting on one).
-            async with asyncio.timeout(self._timeout):
-                raw = await self._reserve(keys=[c.key for c in checks],
-                                          args=_args(checks, seeds, lease, lease_ms))
-        except (RedisError, OSError, TimeoutError) as exc:
+            raw = await self._reserve(keys, (lease, lease_ms, spec))
+        except (RespError, hiredis.ProtocolError, OSError, TimeoutError) as exc:
             raise self._trip(exc) from exc
         self._timeouts = 0
-        return _outcomes(raw)
+        return raw
 
-    async def settle(self, batches: list[list[Settlement]]) -> list[list[tuple[int, int]]]:
-        """Settle each batch (one organization's items: one script call each, all in one
-        round trip); returns, per batch, (item index, spend) of the budgets crossed."""
+    def settle_soon(self, batches: list[Batch],
+                    done: Callable[[list[list] | None], None]) -> None:
+        """Send each organization's batch (one script call each, all in one write) and
+        call `done` with SETTLE's answers ([item index (1-based), spend, ...] of the
+        budgets crossed, per batch) once they are all in. On a failure they are dropped
+        (what they would give back stays taken: conservative) and `done` gets None."""
         if not self.available:
-            raise LimiterDown("breaker open")
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for items in batches:
-                        keys, args = _settle_args(items)
-                        await self._settle(keys=keys, args=args, client=pipe)
-                    raw = await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise self._trip(exc) from exc
-        return [[(int(found[at]) - 1, int(found[at + 1])) for at in range(0, len(found), 2)]
-                for found in raw]
+            logger.warning("dropped %d settlement batch(es): limits Redis unavailable",
+                           len(batches))
+            done(None)
+            return
+        futures = [self._settle.submit(keys, (";".join(items),)) for keys, items in batches]
+        left = [len(futures)]
+
+        def one_done(_: asyncio.Future) -> None:
+            left[0] -= 1
+            if left[0]:
+                return
+            failed = next((f.exception() for f in futures
+                           if not f.cancelled() and f.exception() is not None), None)
+            if failed is not None:
+                self._trip(failed)
+                logger.warning("dropped %d settlement batch(es): %r", len(batches), failed)
+                done(None)
+            else:
+                done([f.result() for f in futures])
+
+        for future in futures:
+            future.add_done_callback(one_done)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
 
 class LocalLimiter:
-    """The same checks in this process's memory: exact for one process (embedded mode);
+    """The same scripts in this process's memory: exact for one process (embedded mode);
     while the limits Redis is down, each process holds every limit by itself, so N
     processes let through at most N times a limit (an approximate bound, never none)."""
 
@@ -221,63 +209,66 @@ class LocalLimiter:
         if len(self._budgets) > self._MAX_KEYS:
             self._budgets = {k: v for k, v in self._budgets.items() if v[3] > now}
 
-    async def reserve(self, checks: list[Check], *, lease: str, lease_ms: int,
-                      seeds: dict[int, Seed]) -> Reserved | NeedSeeds:
+    async def reserve(self, keys: list[str], spec: str, *, lease: str, lease_ms: int) -> list:
         now = self._now()
         self._prune(now)
+        checks = [part.split(",") for part in spec.split(";")]
         missing = []
-        for i, check in enumerate(checks):
-            if check.kind != BUDGET:
+        for i, (kind, _, _, _, seed) in enumerate(checks):
+            if kind != BUDGET:
                 continue
-            state = self._budgets.get(check.key)
+            state = self._budgets.get(keys[i])
             if state is not None and state[3] <= now:
                 state = None
             if state is None:
-                seed = seeds.get(i)
-                if seed is None:
-                    missing.append(i)
+                if not seed:
+                    missing.append(i + 1)
                 else:
-                    self._budgets[check.key] = [seed.units, secrets.token_hex(6), False,
-                                                now + seed.ttl_s * 1000]
+                    spent, generation, ttl = seed.split(":")
+                    self._budgets[keys[i]] = [int(spent), generation, False,
+                                              now + int(ttl) * 1000]
         if missing:
-            return NeedSeeds(missing)
-        outcomes, takes = [], []
-        for check in checks:
-            if check.kind == RATE:
-                period, step = check.period_ms, check.period_ms / check.limit
-                tat = max(self._tats.get(check.key, now), now)
-                after = tat + check.cost * step
+            return [-1, *missing]
+        out: list = []
+        takes = []
+        for key, (kind, a, b, c, _) in zip(keys, checks, strict=True):
+            n = int(a)
+            if kind == RATE:
+                period, cost = int(b), int(c)
+                step = period / n
+                tat = max(self._tats.get(key, now), now)
+                after = tat + cost * step
                 if after - period > now:
-                    outcomes.append(Outcome(False, math.floor((period - (tat - now)) / step),
-                                            math.ceil(tat - now), math.ceil(after - period - now)))
+                    out += [0, math.floor((period - (tat - now)) / step), math.ceil(tat - now),
+                            math.ceil(after - period - now), b""]
                 else:
-                    takes.append((check, after))
-                    outcomes.append(Outcome(True, math.floor((period - (after - now)) / step),
-                                            math.ceil(after - now), 0))
-            elif check.kind == CONCURRENCY:
-                leases = self._leases.setdefault(check.key, {})
+                    takes.append((kind, key, after))
+                    out += [1, math.floor((period - (after - now)) / step),
+                            math.ceil(after - now), 0, b""]
+            elif kind == CONCURRENCY:
+                leases = self._leases.setdefault(key, {})
                 for expired in [k for k, expiry in leases.items() if expiry <= now]:
                     del leases[expired]
-                if len(leases) >= check.limit:
-                    outcomes.append(Outcome(False, 0, 0, 0))
+                if len(leases) >= n:
+                    out += [0, 0, 0, 0, b""]
                 else:
-                    takes.append((check, None))
-                    outcomes.append(Outcome(True, check.limit - len(leases) - 1, 0, 0))
+                    takes.append((kind, key, None))
+                    out += [1, n - len(leases) - 1, 0, 0, b""]
             else:
-                state = self._budgets[check.key]
-                ok = check.soft or state[0] < check.limit
+                state = self._budgets[key]
+                ok = c == "0" or state[0] < n
                 if ok:
-                    takes.append((check, None))
-                outcomes.append(Outcome(ok, check.limit - state[0], 0, 0, state[1]))
-        if all(outcome.ok for outcome in outcomes):
-            for check, value in takes:
-                if check.kind == RATE:
-                    self._tats[check.key] = value
-                elif check.kind == CONCURRENCY:
-                    self._leases[check.key][lease] = now + lease_ms
+                    takes.append((kind, key, int(b)))
+                out += [1 if ok else 0, n - state[0], 0, 0, state[1].encode()]
+        if all_ok(out):
+            for kind, key, value in takes:
+                if kind == RATE:
+                    self._tats[key] = value
+                elif kind == CONCURRENCY:
+                    self._leases[key][lease] = now + lease_ms
                 else:
-                    self._budgets[check.key][0] += check.cost
-        return outcomes
+                    self._budgets[key][0] += value
+        return out
 
     def tat(self, key: str) -> float | None:
         """A rate's theoretical arrival time (ms, this process's monotonic clock)."""
@@ -286,34 +277,35 @@ class LocalLimiter:
     def leases_in_flight(self, key: str, now: float) -> int:
         return sum(1 for expiry in self._leases.get(key, {}).values() if expiry > now)
 
-    async def settle(self, batches: list[list[Settlement]]) -> list[list[tuple[int, int]]]:
+    def settle_soon(self, batches: list[Batch],
+                    done: Callable[[list[list] | None], None]) -> None:
         now = self._now()
-        crossed_all = []
-        for items in batches:
-            crossed = []
-            for i, item in enumerate(items):
-                check = item.check
-                if check.kind == RATE:
-                    tat = self._tats.get(check.key)
-                    if tat is None and item.delta <= 0:
+        answers = []
+        for keys, items in batches:
+            crossed: list = []
+            for i, (key, item) in enumerate(zip(keys, items, strict=True), start=1):
+                kind, a, b, c = item.split(",")
+                if kind == RATE:
+                    tat, delta = self._tats.get(key), int(b)
+                    if tat is None and delta <= 0:
                         continue
-                    after = max(tat or now, now) + item.delta * check.period_ms / check.limit
+                    after = max(tat or now, now) + delta * float(a)
                     if after > now:
-                        self._tats[check.key] = after
+                        self._tats[key] = after
                     else:
-                        self._tats.pop(check.key, None)
-                elif check.kind == CONCURRENCY:
-                    self._leases.get(check.key, {}).pop(item.lease, None)
+                        self._tats.pop(key, None)
+                elif kind == CONCURRENCY:
+                    self._leases.get(key, {}).pop(a, None)
                 else:
-                    state = self._budgets.get(check.key)
-                    if state is None or state[1] != item.generation:
+                    state = self._budgets.get(key)
+                    if state is None or state[1] != c:
                         continue
-                    state[0] += item.delta
-                    if state[0] >= check.limit and not state[2]:
+                    state[0] += int(a)
+                    if state[0] >= int(b) and not state[2]:
                         state[2] = True
-                        crossed.append((i, state[0]))
-            crossed_all.append(crossed)
-        return crossed_all
+                        crossed += [i, state[0]]
+            answers.append(crossed)
+        done(answers)
 
     async def close(self) -> None:
         return None
@@ -322,7 +314,8 @@ class LocalLimiter:
 Limiter = RedisLimiter | LocalLimiter
 
 _local = LocalLimiter()
-# redis.asyncio clients belong to the loop that made them (see caching.hot).
+# A client belongs to the loop that made it (see caching.hot): the server has one loop;
+# Django's sync paths and tests make short-lived ones.
 _redis: "OrderedDict[asyncio.AbstractEventLoop, RedisLimiter]" = OrderedDict()
 _MAX_LOOPS = 4
 

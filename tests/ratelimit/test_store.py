@@ -12,10 +12,14 @@ from ratelimit.store import (
     RATE,
     Check,
     LocalLimiter,
-    NeedSeeds,
     RedisLimiter,
     Seed,
-    Settlement,
+    missing_of,
+    outcome,
+    reserve_spec,
+    settle_budget,
+    settle_lease,
+    settle_rate,
 )
 from tests.conftest import TEST_REDIS_URL
 
@@ -46,7 +50,21 @@ def key(name: str) -> str:
 
 
 async def reserve(store, checks, lease="lease", lease_ms=60_000, seeds=None):
-    return await store.reserve(checks, lease=lease, lease_ms=lease_ms, seeds=seeds or {})
+    """The outcomes, or ("seed", indexes) when budgets must be seeded first."""
+    raw = await store.reserve([c.key for c in checks], reserve_spec(checks, seeds),
+                              lease=lease, lease_ms=lease_ms)
+    missing = missing_of(raw)
+    if missing:
+        return ("seed", missing)
+    return [outcome(raw, i) for i in range(len(checks))]
+
+
+async def settle(store, *items):
+    """Settle (check, item) pairs as one batch; the crossings as [(index, spend)]."""
+    answer = asyncio.get_running_loop().create_future()
+    store.settle_soon([([c.key for c, _ in items], [i for _, i in items])], answer.set_result)
+    [crossed] = await answer
+    return [(crossed[at] - 1, crossed[at + 1]) for at in range(0, len(crossed), 2)]
 
 
 def test_it_lets_a_burst_of_n_through_then_one_per_interval(store):
@@ -86,7 +104,7 @@ def test_it_gives_back_unused_tokens(store):
     async def steps(s):
         await reserve(s, [tpm])
         refused = await reserve(s, [tpm])
-        await s.settle([[Settlement(tpm, delta=-550)]])  # used 50 of the 600 reserved
+        await settle(s, (tpm, settle_rate(tpm, -550)))  # used 50 of the 600 reserved
         return refused, await reserve(s, [tpm])
 
     refused, after = run(store, steps)
@@ -102,7 +120,7 @@ def test_it_holds_concurrency_and_frees_slots(store):
         a = await reserve(s, [slots], lease="a")
         b = await reserve(s, [slots], lease="b")
         refused = await reserve(s, [slots], lease="c")
-        await s.settle([[Settlement(slots, lease="a")]])
+        await settle(s, (slots, settle_lease("a")))
         c = await reserve(s, [slots], lease="c")
         return a, b, refused, c
 
@@ -134,7 +152,7 @@ def test_it_asks_for_a_budget_seed_and_takes_nothing_until_given(store):
         return missing, seeded
 
     missing, seeded = run(store, steps)
-    assert missing == NeedSeeds([1])
+    assert missing == ("seed", [1])
     assert [o.ok for o in seeded] == [True, True]
     assert seeded[0].remaining == 9  # the first call took nothing
     assert seeded[1].remaining == 500  # cap - spent before this request
@@ -163,9 +181,9 @@ def test_it_reports_a_crossing_once_per_period(store):
     async def steps(s):
         crossings = []
         for real in (100, 950, 50):
-            [outcome] = await reserve(s, [budget], seeds={0: Seed(0, 3600)})
-            crossings += await s.settle([[Settlement(budget, delta=real - 100,
-                                                     generation=outcome.generation)]])
+            [answer] = await reserve(s, [budget], seeds={0: Seed(0, 3600)})
+            crossings.append(await settle(s, (budget, settle_budget(
+                budget, real - 100, answer.generation))))
         return crossings
 
     assert run(store, steps) == [[], [(0, 1050)], []]
@@ -179,11 +197,11 @@ def test_it_leaves_a_rebuilt_budget_alone_when_an_old_reservation_settles(store)
         # Redis loses the counter; it is rebuilt from the records, without the
         # reservation in flight.
         if isinstance(s, RedisLimiter):
-            await s._client.delete(budget.key)
+            await s._client.call("DEL", budget.key)
         else:
             s._budgets.clear()
         await reserve(s, [budget], seeds={0: Seed(1000, 3600)})  # spend 1000 + 300
-        await s.settle([[Settlement(budget, delta=-300, generation=old.generation)]])
+        await settle(s, (budget, settle_budget(budget, -300, old.generation)))
         return await reserve(s, [budget])
 
     [after] = run(store, steps)
