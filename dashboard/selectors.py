@@ -7,6 +7,9 @@ shares one computation per period for a short while; nothing else reads or write
 keys.
 """
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from django.core.cache import cache
 
 from analytics.recommendations import Recommendation, recommendations_for
@@ -19,52 +22,43 @@ OVERVIEW_SECONDS = 60
 # Recommendations read days of history; ten minutes changes nothing they say.
 RECOMMENDATIONS_SECONDS = 600
 
+T = TypeVar("T")
 
-def _overview_key(organization: Organization, period: Period) -> str:
+
+def _cached(key: str, seconds: int, compute: Callable[[], T]) -> T:
+    """The one accessor of these datasets: `key`'s value, computed once per `seconds`."""
+    found = cache.get(key)
+    if found is None:
+        found = compute()
+        cache.set(key, found, seconds)
+    return found
+
+
+def _period_key(dataset: str, organization: Organization, period: Period, *parts: str) -> str:
     # The period's end is in the key, so a new hour (or day) starts a new entry.
-    return f"dashboard:overview:{organization.pk}:{period.name}:{period.end.timestamp():.0f}"
-
-
-def _recommendations_key(organization: Organization, days: int) -> str:
-    return f"dashboard:recommendations:{organization.pk}:{days}"
+    return ":".join(["dashboard", dataset, str(organization.pk), period.name, *parts,
+                     f"{period.end.timestamp():.0f}"])
 
 
 def overview_get(*, organization: Organization, period: Period) -> dict:
     """{"summary": usage_summary(...), "series": usage_timeseries(...)} for the period."""
-    key = _overview_key(organization, period)
-    found = cache.get(key)
-    if found is None:
-        found = {
-            "summary": usage_summary(organization=organization, start=period.start,
-                                     end=period.end),
-            "series": usage_timeseries(organization=organization, start=period.start,
-                                       end=period.end, interval=period.interval),
-        }
-        cache.set(key, found, OVERVIEW_SECONDS)
-    return found
+    return _cached(_period_key("overview", organization, period), OVERVIEW_SECONDS, lambda: {
+        "summary": usage_summary(organization=organization, start=period.start,
+                                 end=period.end),
+        "series": usage_timeseries(organization=organization, start=period.start,
+                                   end=period.end, interval=period.interval),
+    })
 
 
 def recommendations_get(*, organization: Organization, days: int) -> list[Recommendation]:
     """recommendations_for(...), biggest saving first."""
-    key = _recommendations_key(organization, days)
-    found = cache.get(key)
-    if found is None:
-        found = recommendations_for(organization=organization, days=days)
-        cache.set(key, found, RECOMMENDATIONS_SECONDS)
-    return found
-
-
-def _breakdown_key(organization: Organization, period: Period, by: str) -> str:
-    return (f"dashboard:breakdown:{organization.pk}:{period.name}:{by}:"
-            f"{period.end.timestamp():.0f}")
+    return _cached(f"dashboard:recommendations:{organization.pk}:{days}",
+                   RECOMMENDATIONS_SECONDS,
+                   lambda: recommendations_for(organization=organization, days=days))
 
 
 def breakdown_get(*, organization: Organization, period: Period, by: str) -> list[dict]:
     """usage_breakdown(...) for the period, most requests first."""
-    key = _breakdown_key(organization, period, by)
-    found = cache.get(key)
-    if found is None:
-        found = usage_breakdown(organization=organization, start=period.start,
-                                end=period.end, by=by)
-        cache.set(key, found, OVERVIEW_SECONDS)
-    return found
+    return _cached(_period_key("breakdown", organization, period, by), OVERVIEW_SECONDS,
+                   lambda: usage_breakdown(organization=organization, start=period.start,
+                                           end=period.end, by=by))
