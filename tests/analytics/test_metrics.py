@@ -57,7 +57,8 @@ def test_it_counts_requests_by_outcome_and_status(gateway, live_world):
     assert delta("cognitude_request_duration_seconds_count", outcome="miss") == 2
     assert delta("cognitude_request_duration_seconds_count", outcome="hit_redis") == 1
     assert delta("cognitude_request_duration_seconds_sum", outcome="miss") > 0
-    assert delta("cognitude_upstream_errors_total", provider="openai", error="http_500") == 1
+    # The provider by name: the tenant's default one here.
+    assert delta("cognitude_upstream_errors_total", provider="default", error="http_500") == 1
     assert delta("cognitude_events_published_total", kind="request_log") == 3
     assert value(after, "cognitude_event_spool_depth") == 0
     assert ("cognitude_event_buffer_depth", ()) in after
