@@ -296,6 +296,9 @@ class RejectionsApi(_Api):
             ref_name = "LimitRejections"
 
         class RowSerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "LimitRejectionRow"
+
             reason = serializers.CharField(help_text="The request record's error_type")
             label = serializers.CharField()
             requests = serializers.IntegerField()

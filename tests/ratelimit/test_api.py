@@ -139,3 +139,15 @@ def test_it_answers_bad_input_in_openais_shape(world):
                  param="requests_per_minute")
     assert_error(post(client, "/api/budgets", period="week", limit_usd="1"), 400,
                  "must be one of day, month", param="period")
+
+
+def test_it_is_described_in_the_openapi_schema(world):
+    from django.test import Client
+
+    schema = Client().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    assert {"/api/limits", "/api/limits/{limit_id}", "/api/limits/policy",
+            "/api/limits/changes", "/api/limits/rejections", "/api/budgets",
+            "/api/budgets/{budget_id}", "/api/budgets/crossings"} <= set(schema["paths"])
+    # Its own component names: none shadows another app's (the schema would be wrong).
+    assert {"Limit", "LimitInput", "Budget", "BudgetInput", "LimitRejectionRow",
+            "LimitRejections"} <= set(schema["components"]["schemas"])
