@@ -1,6 +1,7 @@
 """Limits as a client meets them: the official SDK and plain HTTP against live gateways
 sharing the test Redis."""
 
+import contextlib
 import math
 import re
 import threading
@@ -23,6 +24,7 @@ from tests.ratelimit.helpers import (
     set_limits,
     statuses,
 )
+from tests.workers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -253,3 +255,42 @@ def test_it_refuses_an_address_that_keeps_sending_bad_keys(django_db_blocker, li
     assert int(flood[7].headers["retry-after"]) >= 1
     assert other.status_code == 200
     assert blocked_good.status_code == 429
+
+
+def test_it_gives_back_the_slots_of_a_process_that_died(live_world, django_db_blocker,
+                                                       fake_upstream):
+    set_limits(live_world.a, concurrent_requests=2)
+    lease = 10  # seconds: long enough that the next gateway starts before it runs out
+    env = {**LIMITS_ENV, "COGNITUDE_LIMITS_LEASE_SECONDS": str(lease)}
+    with django_db_blocker.unblock():
+        doomed = start_gateway(env)
+
+    def hold(i: int) -> None:
+        with contextlib.suppress(httpx.HTTPError):  # its gateway is killed mid-stream
+            post(doomed.url, live_world.a.raw_key,
+                 chat(f"held {i} [[fault:chunk_delay_ms=1000]]", stream=True))
+
+    holders = [threading.Thread(target=hold, args=(i,)) for i in range(2)]
+    for holder in holders:
+        holder.start()
+    try:
+        wait_until(lambda: fake_upstream.stats()["in_flight"] >= 2, timeout=10,
+                   what="both streams in flight")
+        taken = time.monotonic()
+        doomed.process.kill()  # no settlement: its two leases stay taken
+        doomed.process.wait()
+        with django_db_blocker.unblock():
+            gateway = start_gateway(env)
+    finally:
+        for holder in holders:
+            holder.join()
+    try:
+        assert time.monotonic() - taken < lease  # (else the check below proves nothing)
+        assert post(gateway.url, live_world.a.raw_key, chat("blocked")).status_code == 429
+        # The leases run out and the slots are free again.
+        wait_until(lambda: post(gateway.url, live_world.a.raw_key,
+                                chat("after")).status_code == 200,
+                   timeout=lease + 5, interval=0.2, what="the slots back")
+        assert time.monotonic() - taken >= lease - 1
+    finally:
+        gateway.stop()
