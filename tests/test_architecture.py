@@ -62,3 +62,11 @@ def test_it_sees_an_import_inside_a_function(tmp_path):
     module = tmp_path / "late.py"
     module.write_text("def f():\n    from analytics.models import RequestLog\n")
     assert imported(module) == {"analytics"}
+
+
+def test_it_keeps_the_limits_downstream_of_what_they_read():
+    # ratelimit reads prices and records (analytics) and organizations; none of those,
+    # nor the cache or the routes, may depend on it.
+    lower = ("analytics", "caching", "organizations", "pipeline", "routing")
+    modules = [path for name in lower for path in modules_in(PROJECT_DIR / name)]
+    assert importers_of({"ratelimit"}, modules) == []
