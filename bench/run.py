@@ -62,6 +62,8 @@ BROKER_URL_DEFAULT = "amqp://guest:guest@127.0.0.1:5672//"
 READY_TIMEOUT_S = 60.0
 WARMUP_TIMEOUT_S = 5.0
 WARMUP_RUN_S = 3
+QUIET_POLL_S = 0.25
+QUIET_TIMEOUT_S = 10.0
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -325,6 +327,19 @@ def open_breaker(gateway: Gateway, scenario: Scenario) -> str:
     return f"FAIL (first target never skipped; last {FALLBACK_HEADER}: {fallback or 'absent'})"
 
 
+def wait_for_quiet_upstream(upstream_url: str) -> None:
+    """Until the requests the gateway still had in flight when wrk stopped have reached
+    the fake upstream: counted in the next scenario, they would fail a hit check."""
+    deadline = time.monotonic() + QUIET_TIMEOUT_S
+    last = fake_upstream_stats(upstream_url)["requests_total"]
+    while time.monotonic() < deadline:
+        time.sleep(QUIET_POLL_S)
+        stats = fake_upstream_stats(upstream_url)
+        if stats["requests_total"] == last and stats["in_flight"] == 0:
+            return
+        last = stats["requests_total"]
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -344,6 +359,7 @@ def run_scenario(
         )
         return to_result(scenario, wrk, "-")
     assert gateway is not None
+    wait_for_quiet_upstream(upstream_url)
     warm_failure = warm_up(gateway, scenario) if scenario.expects_hits else ""
     if scenario.open_breaker:
         warm_failure = open_breaker(gateway, scenario)
