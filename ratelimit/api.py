@@ -1,7 +1,8 @@
 """The management API for limits and budgets (/api/limits, /api/budgets): one APIView
 per resource, one method per operation. Who may: organizations.api.ManagementApi (an
 admin-scoped key, or a member; writing takes an owner or admin). Every change is
-audited (/api/limits/changes). Rejected requests by reason: /api/limits/rejections.
+audited (/api/limits/changes). Rejected requests by reason (/api/limits/rejections) are
+read like the analytics API: any key of the organization, or a member.
 """
 
 from decimal import Decimal
@@ -12,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from analytics.views import RangeInputSerializer, RangeOutputSerializer
-from organizations.api import ORG_PARAMETER, ManagementApi, choices_message
+from organizations.api import ORG_PARAMETER, ManagementApi, OrganizationApi, choices_message
 from organizations.models import ApiKey, Organization
 from ratelimit.errors import BudgetNotFound, LimitNotFound
 from ratelimit.models import Budget
@@ -290,7 +291,9 @@ class LimitChangesApi(_Api):
         return Response(ChangeSerializer(changes, many=True).data)
 
 
-class RejectionsApi(_Api):
+class RejectionsApi(OrganizationApi):
+    """Read like the analytics API: any key of the organization, or a member."""
+
     class OutputSerializer(RangeOutputSerializer):
         class Meta:
             ref_name = "LimitRejections"

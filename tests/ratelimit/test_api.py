@@ -110,8 +110,13 @@ def test_it_lets_members_read_and_only_owners_and_admins_write(world):
     assert Limit.objects.get().requests_per_minute == 5
 
 
-def test_it_refuses_a_proxy_scoped_key(world):
-    assert_error(key_client(world.a.raw_key).get("/api/limits"), 403, "admin-scoped")
+def test_it_refuses_a_proxy_scoped_key_but_shows_it_the_rejections(world):
+    client = key_client(world.a.raw_key)
+    assert_error(client.get("/api/limits"), 403, "admin-scoped")
+    assert_error(client.get("/api/budgets"), 403, "admin-scoped")
+    # Like the analytics API: what the limits refused, for the key's own organization.
+    assert client.get("/api/limits/rejections").json()["organization"] == world.a.org.slug
+    assert_error(client.get(f"/api/limits/rejections?org={world.b.org.slug}"), 404)
 
 
 def test_it_checks_ownership(world):
