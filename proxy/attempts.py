@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 
 from django.conf import settings
 
+from proxy.http import header_value
 from proxy.providers import UpstreamError
 from routing.balance import latencies, latency_note
 from routing.breakers import Breakers, breakers
@@ -172,13 +173,13 @@ class Attempts:
         a named route)."""
         headers = [(b"x-cognitude-attempts", b"%d" % self.made)]
         if self.target is not None:
-            headers += [(b"x-cognitude-provider", self.target.provider.name.encode()),
-                        (b"x-cognitude-model", self.target.upstream_model.encode())]
+            headers += [(b"x-cognitude-provider", header_value(self.target.provider.name)),
+                        (b"x-cognitude-model", header_value(self.target.upstream_model))]
         fallback = self.fallback()
         if fallback:
-            headers.append((b"x-cognitude-fallback", fallback.encode()))
+            headers.append((b"x-cognitude-fallback", header_value(fallback)))
         if self.route.explicit:
-            headers.append((b"x-cognitude-route", self.route.name.encode()))
+            headers.append((b"x-cognitude-route", header_value(self.route.name)))
         return headers
 
     def fallback(self) -> str:

@@ -1,11 +1,23 @@
 """Small ASGI helpers for the /v1 app: reading a body, answering, request ids."""
 
 import os
+from urllib.parse import quote
 
 from cognitude.errors import error_body
 
 JSON = b"application/json"
 SSE = b"text/event-stream"
+
+
+def header_value(text: str) -> bytes:
+    """`text` as a response header value. Names that reach headers (a model as the client
+    asked for it, a provider's or a route's name) may hold anything JSON can; a NUL or a
+    newline in a header makes the server drop the connection instead of answering, so
+    every character outside printable ASCII is percent-encoded."""
+    if text.isascii() and text.isprintable():
+        return text.encode()
+    return "".join(c if c.isascii() and c.isprintable() else quote(c, safe="")
+                   for c in text).encode()
 
 
 def new_request_id() -> str:

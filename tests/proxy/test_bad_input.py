@@ -396,3 +396,21 @@ def test_it_refuses_a_legacy_completion_without_a_prompt(gateway, live_world, fa
 
     assert_openai_error(response, 400, param="prompt")
     assert_nothing_reached_upstream_or_cached(gateway, fake_upstream, live_world.a)
+
+
+@pytest.mark.parametrize("model, header", [
+    ("gpt-4o-mini\u0000x", "gpt-4o-mini%00x"),
+    ("gpt-4o-mini\r\nX-Injected: 1", "gpt-4o-mini%0D%0AX-Injected: 1"),
+    ("gpt-4o-mini-caf\u00e9", "gpt-4o-mini-caf%C3%A9"),
+])
+def test_it_answers_a_model_name_no_header_can_hold(gateway, live_world, fake_upstream,
+                                                    model, header):
+    # The model as asked goes upstream and comes back in X-Cognitude-Model: a NUL or a
+    # newline there made the server drop the connection instead of answering.
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    response = httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=10,
+                          headers=bearer(live_world.a.raw_key))
+
+    assert response.status_code == 200
+    assert response.headers["x-cognitude-model"] == header
+    assert "x-injected" not in response.headers
