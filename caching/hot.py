@@ -33,13 +33,16 @@ return value
 """
 
 # A miss's first round trip: the entry (a hit, counted), or else the coalescing lock,
-# taken if free. Returns {value} or {false, 1 if the lock is ours}.
+# taken if free. Returns {value} or {false, 1 if the lock is ours}. ARGV[4] = '1' skips
+# the entry (one the caller could not use: corrupt, or another organization's).
 _GET_OR_LOCK = """
-local value = redis.call('GET', KEYS[1])
-if value then
-  redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-  redis.call('HINCRBY', KEYS[2], '_total', 1)
-  return {value}
+if ARGV[4] ~= '1' then
+  local value = redis.call('GET', KEYS[1])
+  if value then
+    redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+    redis.call('HINCRBY', KEYS[2], '_total', 1)
+    return {value}
+  end
 end
 if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {false, 1} end
 return {false, 0}
@@ -106,13 +109,13 @@ class RedisHotTier:
             self._trip(exc)
             return None
 
-    async def get_or_lock(self, org_id: int, key_hash: str,
-                          seconds: float) -> tuple[bytes | None, str | None]:
+    async def get_or_lock(self, org_id: int, key_hash: str, seconds: float, *,
+                          skip_entry: bool = False) -> tuple[bytes | None, str | None]:
         """The entry, or else try to become the one caller that asks upstream: returns
         (entry, None), (None, token) when the lock is ours, (None, None) when another
-        caller holds it. With Redis away, (None, ""): every process leads for itself,
-        better a few duplicate upstream calls than requests waiting on a lock nobody
-        can see."""
+        caller holds it; `skip_entry` goes straight to the lock. With Redis away,
+        (None, ""): every process leads for itself, better a few duplicate upstream
+        calls than requests waiting on a lock nobody can see."""
         if not self.available:
             return None, ""
         token = secrets.token_hex(8)
@@ -120,7 +123,7 @@ class RedisHotTier:
             found = await self._get_or_lock(
                 keys=[redis_key(org_id, key_hash), redis_hits_key(org_id),
                       redis_lock_key(org_id, key_hash)],
-                args=[key_hash, token, int(seconds * 1000)],
+                args=[key_hash, token, int(seconds * 1000), "1" if skip_entry else "0"],
             )
         except (RedisError, OSError) as exc:
             self._trip(exc)
@@ -227,9 +230,9 @@ class MemoryHotTier:
         self._hits[org_id] = self._hits.get(org_id, 0) + 1
         return found[1]
 
-    async def get_or_lock(self, org_id: int, key_hash: str,
-                          seconds: float) -> tuple[bytes | None, str | None]:
-        found = await self.get(org_id, key_hash)
+    async def get_or_lock(self, org_id: int, key_hash: str, seconds: float, *,
+                          skip_entry: bool = False) -> tuple[bytes | None, str | None]:
+        found = None if skip_entry else await self.get(org_id, key_hash)
         if found is not None:
             return found, None
         if (org_id, key_hash) in self._locks:

@@ -172,6 +172,11 @@ class Coalescer:
             turn.hit = _hot_hit(raw, org_id, tier.kind)
             if turn.hit is not None:
                 return
+            if raw is not None:
+                # An entry we must not serve (corrupt, another organization's): a miss,
+                # to be answered and stored over it, not a wait for someone else to.
+                raw, token = await tier.get_or_lock(org_id, key_hash, lock_seconds,
+                                                    skip_entry=True)
             if token is not None:
                 # Ours to answer: the cold tier first (its hit also releases the lock).
                 turn.hit = await _cold_lookup(org_id=org_id, key_hash=key_hash, ttl=ttl,
