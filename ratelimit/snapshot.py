@@ -120,9 +120,6 @@ class Snapshots(Generic[K, V]):
         future.set_result(value)
         return value
 
-    def forget(self) -> None:
-        self._values.clear()
-
 
 def _cache_seconds() -> float:
     from django.conf import settings

@@ -113,7 +113,6 @@ Batch = tuple[list[str], list[str]]  # one organization's keys and settle items
 
 
 class RedisLimiter:
-    kind = "redis"
     # A timeout may be this process's own event loop running late under load, not the
     # server: the breaker opens on the third in a row, or at once when the server
     # refuses or drops the connection.
@@ -190,8 +189,6 @@ class LocalLimiter:
     while the limits Redis is down, each process holds every limit by itself, so N
     processes let through at most N times a limit (an approximate bound, never none)."""
 
-    kind = "local"
-    available = True
     _MAX_KEYS = 100_000
 
     def __init__(self) -> None:
