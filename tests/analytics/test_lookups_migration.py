@@ -5,11 +5,10 @@ database: an upgraded deployment's stats go on from the same numbers."""
 from datetime import UTC, datetime
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from caching.services import _totals
 from organizations.services import organization_create
+from tests.migrations import at_migrations, migrate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,20 +16,10 @@ BEFORE = [("analytics", "0005_hourly_rollup"), ("caching", "0001_initial")]
 AFTER = [("analytics", "0006_cache_lookups_from_records")]
 
 
-def migrate(targets):
-    """Migrate the test database to `targets`; returns the apps of that state."""
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 @pytest.fixture
 def old_schema():
     """The database before CacheLookups; put back to the latest state afterwards."""
-    apps = migrate(BEFORE)
-    yield apps
-    executor = MigrationExecutor(connection)
-    migrate(executor.loader.graph.leaf_nodes())
+    yield from at_migrations(BEFORE)
 
 
 def test_it_counts_the_stored_records_into_the_new_counts(old_schema):

@@ -2,12 +2,11 @@
 run by Django's migration executor on the test database, forward and back."""
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from organizations import crypto
 from organizations.models import Provider
 from organizations.selectors import provider_api_key
+from tests.migrations import at_migrations, migrate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -15,20 +14,10 @@ BEFORE = [("organizations", "0001_initial")]
 AFTER = [("organizations", "0002_providers")]
 
 
-def migrate(targets):
-    """Migrate the test database to `targets`; returns the apps of that state."""
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 @pytest.fixture
 def old_schema():
     """The database at 0001; put back to the latest state whatever the test does."""
-    apps = migrate(BEFORE)
-    yield apps
-    executor = MigrationExecutor(connection)
-    migrate(executor.loader.graph.leaf_nodes())
+    yield from at_migrations(BEFORE)
 
 
 def test_it_makes_each_credential_its_organizations_default_provider(old_schema):
