@@ -7,9 +7,11 @@ import secrets
 import time
 import urllib.request
 from dataclasses import dataclass
+from importlib import import_module
 
 import pytest
 import redis as redis_lib
+from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 
@@ -182,7 +184,10 @@ def wait_for_quiet_writes(*, poll: float = 0.06, timeout: float = 3.0) -> None:
 
 @pytest.fixture
 def live_world(transactional_db, settings, fake_upstream, clean_redis) -> World:
-    """The world committed, so the gateway process sees it; Redis emptied."""
+    """The world committed, so the gateway process sees it; Redis emptied. The list
+    prices are there as on a fresh install: pytest-django empties every table after a
+    transactional test, the one the price data migration fills included."""
     settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
+    import_module("analytics.migrations.0003_model_prices_data").add_prices(django_apps, None)
     yield make_world(fake_upstream.api_base)
     wait_for_quiet_writes()
