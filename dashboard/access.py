@@ -13,6 +13,9 @@ from django.http import Http404
 from organizations import selectors
 from organizations.errors import ApiKeyNotFound, OrganizationNotFound, ProviderNotFound
 from organizations.models import ApiKey, Organization, Provider
+from ratelimit.errors import BudgetNotFound, LimitNotFound
+from ratelimit.models import Budget, Limit
+from ratelimit.selectors import budget_get_for_org, limit_get_for_org
 from routing.errors import RouteNotFound
 from routing.models import ModelRoute
 from routing.selectors import route_get_for_org
@@ -64,3 +67,21 @@ def route_for_member(organization: Organization, route_id: int) -> ModelRoute:
 def can_manage(organization: Organization) -> bool:
     """True when the member who loaded it (organization_for_member) is owner or admin."""
     return selectors.member_can_manage(organization=organization)
+
+
+def limit_for_member(organization: Organization, limit_id: int) -> Limit:
+    """The limits `limit_id` of an organization loaded by organization_for_member; 404
+    for any other organization's."""
+    try:
+        return limit_get_for_org(organization=organization, limit_id=limit_id)
+    except LimitNotFound as exc:
+        raise Http404(str(exc)) from exc
+
+
+def budget_for_member(organization: Organization, budget_id: int) -> Budget:
+    """The budget `budget_id` of an organization loaded by organization_for_member; 404
+    for any other organization's."""
+    try:
+        return budget_get_for_org(organization=organization, budget_id=budget_id)
+    except BudgetNotFound as exc:
+        raise Http404(str(exc)) from exc

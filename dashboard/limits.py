@@ -8,24 +8,21 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.access import organization_for_member
+from dashboard.access import budget_for_member, limit_for_member, organization_for_member
 from dashboard.views import _render
 from organizations.models import ApiKey, Organization
 from organizations.selectors import api_keys_for_org
-from ratelimit.errors import BudgetNotFound, LimitNotFound
 from ratelimit.models import Budget
 from ratelimit.selectors import (
-    budget_get_for_org,
     budget_period_now,
     budget_spend,
     budgets_for_org,
     limit_changes_for_org,
-    limit_get_for_org,
     limit_policy_get,
     limits_for_org,
     rejections_by_reason,
@@ -158,10 +155,7 @@ def limit_save(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def limit_remove(request: HttpRequest, slug: str, limit_id: int) -> HttpResponse:
     organization = organization_for_member(request.user, slug, manage=True)
-    try:
-        limit = limit_get_for_org(organization=organization, limit_id=limit_id)
-    except LimitNotFound as exc:
-        raise Http404(str(exc)) from exc
+    limit = limit_for_member(organization, limit_id)
     limit_delete(limit=limit, actor=Actor.of_user(request.user))
     messages.success(request, "Removed the limits.")
     return redirect("dashboard:limits", slug=organization.slug)
@@ -190,10 +184,7 @@ def budget_save(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def budget_remove(request: HttpRequest, slug: str, budget_id: int) -> HttpResponse:
     organization = organization_for_member(request.user, slug, manage=True)
-    try:
-        budget = budget_get_for_org(organization=organization, budget_id=budget_id)
-    except BudgetNotFound as exc:
-        raise Http404(str(exc)) from exc
+    budget = budget_for_member(organization, budget_id)
     budget_delete(budget=budget, actor=Actor.of_user(request.user))
     messages.success(request, "Removed the budget.")
     return redirect("dashboard:limits", slug=organization.slug)
