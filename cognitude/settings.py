@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "pipeline",
     "routing",
     "ratelimit",
+    "alerts",
     "proxy",
     "fakeupstream",
     "dashboard",
