@@ -1,9 +1,11 @@
 """Upstream base URLs must not point into the operator's own network (SSRF)."""
 
+import errno
 import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 # Names that mean "the cloud metadata service" whatever they resolve to.
@@ -45,24 +47,28 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def validate_upstream_base_url(url: str, *, allow_private: bool) -> None:
+def validate_upstream_base_url(url: str, *, allow_private: bool,
+                               what: str = "The provider base URL") -> None:
     """Raise ValidationError unless `url` is an http(s) URL to a public host.
 
     With `allow_private` (COGNITUDE_ALLOW_PRIVATE_UPSTREAMS) private, loopback and
     link-local hosts are accepted: local models and the fake upstream live there.
+    `what` names the URL in the messages (alert webhooks are checked here too).
     """
     try:
         parts = urlsplit(url)
         port = parts.port  # raises on a port that is not a number in 0-65535
     except ValueError as exc:
-        raise ValidationError(f"The provider base URL is not a valid URL: {exc}") from exc
+        raise ValidationError(f"{what} is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https"):
-        raise ValidationError("The provider base URL must start with http:// or https://")
+        raise ValidationError(f"{what} must start with http:// or https://")
     host = parts.hostname
     if not host:
-        raise ValidationError("The provider base URL has no host")
+        raise ValidationError(f"{what} has no host")
     if parts.username or parts.password:
-        raise ValidationError("Put the provider key in the key field, not in the URL")
+        raise ValidationError("Put the provider key in the key field, not in the URL"
+                              if what == "The provider base URL"
+                              else f"{what} must not carry a user name or password")
     if allow_private:
         return
     if host.lower().rstrip(".") in _METADATA_HOSTS:
@@ -80,3 +86,37 @@ def validate_upstream_base_url(url: str, *, allow_private: bool) -> None:
                 f"{host} resolves to {shown}, a private, loopback or link-local address; "
                 "set COGNITUDE_ALLOW_PRIVATE_UPSTREAMS=true to allow it"
             )
+
+
+class PrivateAddressRefused(OSError):
+    """A connection to a private, loopback or link-local address was not made."""
+
+    def __init__(self) -> None:
+        # The same text for every address: aiohappyeyeballs then raises this error
+        # itself, not a combined OSError, when all of a name's addresses are refused.
+        super().__init__(errno.EACCES, "The URL points to a private address")
+
+
+# What aiohttp's TCPConnector hands its socket_factory (aiohttp.AddrInfoType), spelled
+# out so that this module needs no aiohttp.
+AddrInfo = tuple[int, int, int, str, tuple]
+
+
+def public_socket(addr_info: AddrInfo) -> socket.socket:
+    """aiohttp's socket factory for every session that connects to a URL a tenant gave
+    (providers, alert webhooks): it sees the address of every connection the session
+    makes, whatever produced it (a resolved name, an IP literal, which aiohttp connects
+    to without a resolver, a proxy), so nothing reaches the operator's own network.
+
+    URLs are checked when saved too, but a name can be re-pointed afterwards (DNS
+    rebinding) and a URL can be stored while private upstreams were allowed.
+    """
+    family, type_, proto, _, sockaddr = addr_info
+    if not settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS:
+        try:
+            public = is_public_address(sockaddr[0])
+        except ValueError:
+            public = False
+        if not public:
+            raise PrivateAddressRefused
+    return socket.socket(family, type_, proto)

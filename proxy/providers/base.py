@@ -5,8 +5,6 @@ collapsed under concurrency here (encode/httpx#3215), aiohttp's did not.
 """
 
 import asyncio
-import errno
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ import aiohttp
 from django.conf import settings
 
 from cognitude.errors import error_body
-from organizations.urlcheck import is_public_address
+from organizations.urlcheck import PrivateAddressRefused, public_socket
 from routing.table import ProviderConfig
 
 
@@ -37,34 +35,6 @@ class UpstreamResponse:
     retry_after: str | None
 
 
-class PrivateAddressRefused(OSError):
-    """A connection to a private, loopback or link-local address was not made."""
-
-    def __init__(self) -> None:
-        # The same text for every address: aiohappyeyeballs then raises this error
-        # itself, not a combined OSError, when all of a name's addresses are refused.
-        super().__init__(errno.EACCES, "The provider URL points to a private address")
-
-
-def _public_socket(addr_info: aiohttp.AddrInfoType) -> socket.socket:
-    """aiohttp's socket factory: it sees the address of every connection the session
-    makes, whatever produced it (a resolved name, an IP literal, which aiohttp connects
-    to without a resolver, a proxy), so nothing reaches the operator's own network.
-
-    Base URLs are checked when saved too, but a name can be re-pointed afterwards (DNS
-    rebinding) and a URL can be stored while private upstreams were allowed.
-    """
-    family, type_, proto, _, sockaddr = addr_info
-    if not settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS:
-        try:
-            public = is_public_address(sockaddr[0])
-        except ValueError:
-            public = False
-        if not public:
-            raise PrivateAddressRefused
-    return socket.socket(family, type_, proto)
-
-
 _sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
 
@@ -76,7 +46,7 @@ def session() -> aiohttp.ClientSession:
         found = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=0, ttl_dns_cache=300, keepalive_timeout=30,
-                socket_factory=_public_socket,
+                socket_factory=public_socket,
             ),
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=10, sock_read=settings.COGNITUDE_UPSTREAM_TIMEOUT
@@ -106,7 +76,7 @@ def upstream_error(exc: BaseException) -> UpstreamError:
     if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(
         exc.os_error, PrivateAddressRefused
     ):
-        return UpstreamError(502, exc.os_error.strerror)
+        return UpstreamError(502, "The provider URL points to a private address")
     return UpstreamError(502, f"The upstream provider could not be reached ({type(exc).__name__})")
 
 
