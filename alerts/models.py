@@ -159,6 +159,11 @@ class AlertEvent(models.Model):
     response = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # Delivery (alerts.delivery): an attempt holds the row until `claimed_until`, so two
+    # workers never send it at once and a crashed worker's claim runs out; a retry is
+    # due at `next_attempt_at`.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
