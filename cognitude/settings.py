@@ -228,6 +228,17 @@ COGNITUDE_MAX_BODY_BYTES = _env_value("COGNITUDE_MAX_BODY_BYTES", int, 4 * 1024 
 COGNITUDE_UPSTREAM_TIMEOUT = _env_value("COGNITUDE_UPSTREAM_TIMEOUT", float, 120.0)
 COGNITUDE_REDIS_TIMEOUT = _env_value("COGNITUDE_REDIS_TIMEOUT", float, 0.1)
 COGNITUDE_REDIS_BREAKER_SECONDS = _env_value("COGNITUDE_REDIS_BREAKER_SECONDS", float, 3.0)
+# PostgreSQL down (cognitude/db.py): a read on the /v1 loop waits at most TIMEOUT; after
+# a failure every call skips the database for BREAKER seconds; meanwhile a key (its
+# routing, its organization's limits) checked within STALE seconds is trusted as it was.
+COGNITUDE_DATABASE_TIMEOUT = _env_value("COGNITUDE_DATABASE_TIMEOUT", float, 1.0)
+COGNITUDE_DATABASE_BREAKER_SECONDS = _env_value("COGNITUDE_DATABASE_BREAKER_SECONDS", float, 2.0)
+COGNITUDE_AUTH_STALE_SECONDS = _env_value("COGNITUDE_AUTH_STALE_SECONDS", float, 300.0)
+for _name in ("COGNITUDE_DATABASE_TIMEOUT", "COGNITUDE_DATABASE_BREAKER_SECONDS"):
+    if globals()[_name] <= 0:
+        raise ImproperlyConfigured(f"{_name} must be positive")
+if COGNITUDE_AUTH_STALE_SECONDS < 0:
+    raise ImproperlyConfigured("COGNITUDE_AUTH_STALE_SECONDS must be 0 or more")
 COGNITUDE_HOT_TIER_MAX_BYTES = _env_value("COGNITUDE_HOT_TIER_MAX_BYTES", int, 256 * 1024 * 1024)
 COGNITUDE_COALESCE_TIMEOUT = _env_value("COGNITUDE_COALESCE_TIMEOUT", float, 30.0)
 COGNITUDE_EVENT_FLUSH_SECONDS = _env_value("COGNITUDE_EVENT_FLUSH_SECONDS", float, 1.0)
@@ -290,6 +301,39 @@ for _name in ("COGNITUDE_LIMITS_DEFAULT_COMPLETION_TOKENS",
               "COGNITUDE_LIMITS_UNAUTHENTICATED_PER_MINUTE"):
     if globals()[_name] < 0:
         raise ImproperlyConfigured(f"{_name} must be 0 or more")
+# Alert delivery (alerts/delivery.py): each receiver call waits at most TIMEOUT seconds;
+# a failed delivery is tried again after BACKOFF seconds, doubling, with jitter, until
+# MAX_SECONDS after the alert, then marked failed. PagerDuty's Events API v2 endpoint is
+# a setting so that tests and air-gapped installs can point it elsewhere.
+COGNITUDE_ALERT_DELIVERY_TIMEOUT = _env_value("COGNITUDE_ALERT_DELIVERY_TIMEOUT", float, 10.0)
+COGNITUDE_ALERT_DELIVERY_BACKOFF_SECONDS = _env_value("COGNITUDE_ALERT_DELIVERY_BACKOFF_SECONDS",
+                                                      float, 5.0)
+COGNITUDE_ALERT_DELIVERY_MAX_SECONDS = _env_value("COGNITUDE_ALERT_DELIVERY_MAX_SECONDS",
+                                                  float, 600.0)
+COGNITUDE_PAGERDUTY_EVENTS_URL = _env_value("COGNITUDE_PAGERDUTY_EVENTS_URL", str,
+                                            "https://events.pagerduty.com/v2/enqueue")
+# Where people reach the dashboard: the links in alert messages start with it.
+COGNITUDE_PUBLIC_URL = _env_value("COGNITUDE_PUBLIC_URL", str, "http://127.0.0.1:8000").rstrip("/")
+# E-mail (alert notifications): EMAIL_URL (smtp://user:password@host:587,
+# smtp+tls://..., smtp+ssl://..., consolemail://) or the EMAIL_HOST... variables, which
+# override its parts. With neither, messages are printed on the server's console.
+_email_url = env.str("EMAIL_URL", default="") or (
+    "smtp://" if env.str("EMAIL_HOST", default="") else "consolemail://")
+try:
+    _email = env.email_url_config(_email_url)
+except (ValueError, KeyError) as exc:
+    raise ImproperlyConfigured(f"EMAIL_URL has a bad value: {exc}") from exc
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = env.str("EMAIL_HOST", default="") or _email["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _env_value("EMAIL_PORT", int, _email["EMAIL_PORT"] or 25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="") or _email["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = (env.str("EMAIL_HOST_PASSWORD", default="")
+                       or _email["EMAIL_HOST_PASSWORD"] or "")
+EMAIL_USE_TLS = _env_value("EMAIL_USE_TLS", bool, _email.get("EMAIL_USE_TLS", False))
+EMAIL_USE_SSL = _env_value("EMAIL_USE_SSL", bool, _email.get("EMAIL_USE_SSL", False))
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: choose one")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Cognitude <alerts@localhost>")
 # Beat's record of last runs: in var/, not in whatever directory beat was started from.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPSTREAM_TIMEOUT",
@@ -300,7 +344,8 @@ for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPST
               "COGNITUDE_ROUTE_TIME_BUDGET_SECONDS", "COGNITUDE_ROUTE_BACKOFF_SECONDS",
               "COGNITUDE_RESPONSE_AFFINITY_SECONDS", "COGNITUDE_LIMITS_REDIS_TIMEOUT",
               "COGNITUDE_LIMITS_CACHE_SECONDS", "COGNITUDE_LIMITS_LEASE_SECONDS",
-              "COGNITUDE_ANTHROPIC_DEFAULT_MAX_TOKENS"):
+              "COGNITUDE_ANTHROPIC_DEFAULT_MAX_TOKENS", "COGNITUDE_ALERT_DELIVERY_TIMEOUT",
+              "COGNITUDE_ALERT_DELIVERY_BACKOFF_SECONDS", "COGNITUDE_ALERT_DELIVERY_MAX_SECONDS"):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be positive")
 
