@@ -39,6 +39,7 @@ from organizations.selectors import (
     providers_for_org,
 )
 from organizations.services import (
+    Actor,
     api_key_create,
     api_key_revoke,
     provider_add,
@@ -296,6 +297,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
         scope=form.cleaned_data["scope"],
         created_by=request.user,
         expires_in=timedelta(days=days) if days else None,
+        actor=Actor.of_user(request.user),
     )
     # The raw key lives only in this response (never_cache: no copy in any cache); it
     # is not put in the session or a message, so no later page can show it again.
@@ -311,7 +313,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
 def key_revoke(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
     organization = organization_for_member(request.user, slug, manage=True)
     api_key = api_key_for_member(organization, key_id)
-    api_key_revoke(api_key=api_key)
+    api_key_revoke(api_key=api_key, actor=Actor.of_user(request.user))
     messages.success(request, f"Revoked {api_key.prefix}… ({api_key.name or 'unnamed'}). "
                               "The gateway refuses it within seconds.")
     return redirect("dashboard:keys", slug=organization.slug)
@@ -336,6 +338,7 @@ def providers(request: HttpRequest, slug: str) -> HttpResponse:
             try:
                 provider = provider_add(organization=organization,
                                         api_key=form.cleaned_data["api_key"],
+                                        actor=Actor.of_user(request.user),
                                         **_provider_fields(form))
             except ValidationError as exc:
                 form.add_error(None, exc)
@@ -365,6 +368,7 @@ def provider_edit(request: HttpRequest, slug: str, provider_id: int) -> HttpResp
         if form.is_valid():
             try:
                 provider_update(provider=provider, api_key=form.cleaned_data["api_key"],
+                                actor=Actor.of_user(request.user),
                                 **_provider_fields(form))
             except ValidationError as exc:
                 form.add_error(None, exc)
@@ -389,7 +393,7 @@ def provider_remove(request: HttpRequest, slug: str, provider_id: int) -> HttpRe
     organization = organization_for_member(request.user, slug, manage=True)
     provider = provider_for_member(organization, provider_id)
     try:
-        provider_delete(provider=provider)
+        provider_delete(provider=provider, actor=Actor.of_user(request.user))
     except ProviderInUse as exc:
         messages.error(request, str(exc))
         return redirect("dashboard:provider", slug=organization.slug, provider_id=provider.pk)
@@ -398,7 +402,7 @@ def provider_remove(request: HttpRequest, slug: str, provider_id: int) -> HttpRe
 
 
 def _route_save(organization: Organization, form: RouteForm,
-               route: ModelRoute | None) -> ModelRoute | None:
+                route: ModelRoute | None, actor: Actor) -> ModelRoute | None:
     """Write the route of a valid form (replacing `route`, or the one of the same
     name); None, with the problem on the form, when the services refuse it."""
     try:
@@ -408,9 +412,9 @@ def _route_save(organization: Organization, form: RouteForm,
                   "targets": route_targets_parse(organization=organization,
                                                  texts=form.target_lines())}
         if route is None:
-            route, _ = route_set(organization=organization, **fields)
+            route, _ = route_set(organization=organization, actor=actor, **fields)
             return route
-        return route_update(route=route, **fields)
+        return route_update(route=route, actor=actor, **fields)
     except ValidationError as exc:
         form.add_error(None, exc)
     except RouteInUse as exc:
@@ -428,7 +432,7 @@ def routes(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         form = RouteForm(request.POST)
         if form.is_valid():
-            route = _route_save(organization, form, None)
+            route = _route_save(organization, form, None, Actor.of_user(request.user))
             if route is not None:
                 messages.success(request, f"Saved the route {route.name}. New requests "
                                           "follow it within seconds.")
@@ -454,7 +458,8 @@ def route_edit(request: HttpRequest, slug: str, route_id: int) -> HttpResponse:
     status = 200
     if request.method == "POST":
         form = RouteForm(request.POST)
-        if form.is_valid() and _route_save(organization, form, route) is not None:
+        actor = Actor.of_user(request.user)
+        if form.is_valid() and _route_save(organization, form, route, actor) is not None:
             messages.success(request, f"Saved the route {form.cleaned_data['name']}.")
             return redirect("dashboard:routes", slug=organization.slug)
         status = 400
@@ -474,7 +479,7 @@ def route_remove(request: HttpRequest, slug: str, route_id: int) -> HttpResponse
     organization = organization_for_member(request.user, slug, manage=True)
     route = route_for_member(organization, route_id)
     try:
-        route_delete(route=route)
+        route_delete(route=route, actor=Actor.of_user(request.user))
     except RouteInUse as exc:
         messages.error(request, str(exc))
         return redirect("dashboard:route", slug=organization.slug, route_id=route.pk)

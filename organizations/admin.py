@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from organizations import services
-from organizations.models import ApiKey, Membership, Organization, Provider
+from organizations.models import ApiKey, AuditEntry, Membership, Organization, Provider
 
 
 class MembershipInline(admin.TabularInline):
@@ -74,7 +74,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
         if change:
-            obj.save(update_fields=["name"])
+            services.api_key_update(api_key=ApiKey.objects.get(pk=obj.pk), name=obj.name,
+                                    actor=services.Actor.of_user(request.user))
             return
         days = form.cleaned_data.get("expires_in_days")
         created = services.api_key_create(
@@ -83,6 +84,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             scope=form.cleaned_data["scope"],
             created_by=request.user,
             expires_in=timedelta(days=days) if days else None,
+            actor=services.Actor.of_user(request.user),
         )
         # The admin logs the addition and builds the "created" page from `obj` itself,
         # so `obj` must become the saved key (pk, prefix, expiry), not be swapped out.
@@ -110,7 +112,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected API keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for api_key in queryset:
-            services.api_key_revoke(api_key=api_key)
+            services.api_key_revoke(api_key=api_key, actor=services.Actor.of_user(request.user))
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
 
 
@@ -171,6 +173,13 @@ class ProviderAdmin(admin.ModelAdmin):
         # its routes' traffic to another tenant.
         return ["organization", "key_hint"] if obj else ["key_hint"]
 
+    def delete_model(self, request: HttpRequest, obj: Provider) -> None:
+        services.provider_delete(provider=obj, actor=services.Actor.of_user(request.user))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
+        for provider in queryset:
+            self.delete_model(request, provider)
+
     @admin.display(description="API key")
     def key_hint(self, obj: Provider) -> str:
         return f"…{obj.api_key_last4}" if obj.pk else ""
@@ -180,12 +189,34 @@ class ProviderAdmin(admin.ModelAdmin):
         fields = {"name": data["name"], "kind": data["kind"], "base_url": data["base_url"],
                   "api_version": data["api_version"], "enabled": data["enabled"],
                   "is_default": data["make_default"]}
+        actor = services.Actor.of_user(request.user)
         if change:
             saved = services.provider_update(provider=Provider.objects.get(pk=obj.pk),
-                                             api_key=data.get("api_key") or None, **fields)
+                                             api_key=data.get("api_key") or None,
+                                             actor=actor, **fields)
         else:
             saved = services.provider_add(organization=data["organization"],
-                                          api_key=data["api_key"], **fields)
+                                          api_key=data["api_key"], actor=actor, **fields)
         # The admin logs and redirects with `obj`: it must become the saved row.
         obj.pk = saved.pk
         obj.refresh_from_db()
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """Read-only: a trail that can be edited is no trail."""
+
+    list_display = ["created_at", "organization", "actor_label", "action", "object_label"]
+    list_filter = ["action", "organization"]
+    search_fields = ["actor_label", "action", "object_label", "organization__slug"]
+    date_hierarchy = "created_at"
+    list_select_related = ["organization"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -2,6 +2,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 
@@ -120,3 +121,40 @@ class Provider(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization}: {self.name} ({self.kind} at {self.base_url})"
+
+
+class AuditEntry(models.Model):
+    """One change an organization's people or keys made to its keys, providers, routes,
+    rules...: who, what, and the values before and after (never a secret: the service
+    drops secret fields). Limits and budgets keep their own detailed trail
+    (ratelimit.LimitChange), which the dashboard's audit page links to."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE,
+                                     related_name="audit_entries")
+    # One of these, or neither (a command, a system task): actor_label always says who.
+    actor_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    actor_api_key = models.ForeignKey(ApiKey, null=True, blank=True,
+                                      on_delete=models.SET_NULL, related_name="+")
+    actor_label = models.CharField(max_length=150)
+    # "<object type>.<verb>": "api_key.create", "provider.credential_set", "route.delete".
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=64)  # the model's label, "organizations.provider"
+    object_id = models.CharField(max_length=64, blank=True)
+    # The object's name when it happened: it survives the object's deletion.
+    object_label = models.CharField(max_length=300, blank=True)
+    # Dates and decimals stored as ISO strings.
+    before = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    after = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit entries"
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["organization", "-created_at"],
+                                name="audit_org_time")]
+
+    def __str__(self) -> str:
+        return (f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label}: {self.action} "
+                f"{self.object_label}")

@@ -10,7 +10,7 @@ from organizations.errors import (
     OrganizationNotFound,
     ProviderNotFound,
 )
-from organizations.models import ApiKey, Membership, Organization, Provider
+from organizations.models import ApiKey, AuditEntry, Membership, Organization, Provider
 
 MANAGER_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
 
@@ -92,3 +92,9 @@ def provider_for_org(*, organization: Organization) -> Provider | None:
 def provider_api_key(*, credential: Provider) -> str:
     """The plaintext provider key; raises CredentialDecryptionError with a wrong key."""
     return crypto.decrypt(credential.api_key_encrypted)
+
+
+def audit_entries_for_org(*, organization: Organization) -> QuerySet[AuditEntry]:
+    """The organization's audit trail, newest first (the org-and-time index serves it)."""
+    return (AuditEntry.objects.filter(organization=organization)
+            .select_related("actor_user", "actor_api_key").order_by("-created_at", "-pk"))

@@ -2,25 +2,117 @@
 
 import hmac
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet, RestrictedError
 from django.utils import timezone
 from django.utils.text import slugify
 
 from organizations import crypto, keys
 from organizations.errors import ProviderInUse
-from organizations.models import ApiKey, Membership, Organization, Provider
+from organizations.models import ApiKey, AuditEntry, Membership, Organization, Provider
 from organizations.urlcheck import validate_upstream_base_url
 
 # last_used_at is written at most this often per key, so hits do not write on every call.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change: a user (dashboard, admin, the API with a session), an API key
+    (the API with an admin-scoped key), or neither (a command, a task), named by `label`."""
+
+    label: str
+    user: AbstractBaseUser | None = None
+    api_key: ApiKey | None = None
+
+    @classmethod
+    def of_user(cls, user: AbstractBaseUser) -> "Actor":
+        return cls(label=user.get_username(), user=user)
+
+    @classmethod
+    def of_api_key(cls, api_key: ApiKey) -> "Actor":
+        return cls(label=f"API key {api_key.prefix}", api_key=api_key)
+
+    @classmethod
+    def of_request(cls, request: Any) -> "Actor":
+        """The caller of a Django or DRF request: its API key (DRF's `request.auth`)
+        or its user."""
+        api_key = getattr(request, "auth", None)
+        if isinstance(api_key, ApiKey):
+            return cls.of_api_key(api_key)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return cls.of_user(user)
+        return cls(label="anonymous")
+
+
+# Never in an audit entry, at any depth: what leaks a credential if the trail is read.
+SECRET_FIELD = re.compile(r"(^|_)(api_key|api_key_encrypted|key_hash|password|secret|token"
+                          r"|raw_key|authorization|webhook_url)$|^key$", re.IGNORECASE)
+
+
+def _without_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {name: _without_secrets(item) for name, item in value.items()
+                if not SECRET_FIELD.search(str(name))}
+    if isinstance(value, list | tuple):
+        return [_without_secrets(item) for item in value]
+    return value
+
+
+def audit_values(instance: models.Model | None, fields: Iterable[str]) -> dict | None:
+    """`fields` of `instance` as an audit's before/after (None for no instance); a
+    foreign key is given by its id (name the field `provider_id`)."""
+    if instance is None:
+        return None
+    return {name: getattr(instance, name) for name in fields}
+
+
+def audit_record(
+    *,
+    organization: Organization,
+    actor: "Actor | AbstractBaseUser | ApiKey | str | None",
+    action: str,
+    target: models.Model,
+    before: dict | None = None,
+    after: dict | None = None,
+) -> AuditEntry | None:
+    """Add to the organization's audit trail that `actor` did `action`
+    ("<thing>.<verb>", e.g. "provider.update") to `target`, which went from `before`
+    to `after` (None: it did not exist / no longer does). Fields that look like
+    secrets are dropped, whatever the caller passed. A change that changed nothing is
+    not recorded (returns None). Call it inside the change's transaction, and before
+    a delete (the target's id goes with the row)."""
+    before, after = _without_secrets(before), _without_secrets(after)
+    if before is not None and before == after:
+        return None
+    if isinstance(actor, str) or actor is None:
+        actor = Actor(label=actor or "system")
+    elif isinstance(actor, ApiKey):
+        actor = Actor.of_api_key(actor)
+    elif not hasattr(actor, "label"):  # a user
+        actor = Actor.of_user(actor)
+    return AuditEntry.objects.create(
+        organization=organization,
+        actor_user=getattr(actor, "user", None),
+        actor_api_key=getattr(actor, "api_key", None),
+        actor_label=actor.label[:150],
+        action=action[:64],
+        object_type=target._meta.label_lower,
+        object_id="" if target.pk is None else str(target.pk),
+        object_label=str(target)[:300],
+        before=before,
+        after=after,
+    )
 
 
 def organization_create(*, name: str, slug: str | None = None) -> Organization:
@@ -64,9 +156,11 @@ def api_key_create(
     expires_in: timedelta | None = None,
     expires_at: datetime | None = None,
     scope: str = ApiKey.Scope.PROXY,
+    actor: Actor | None = None,
 ) -> CreatedApiKey:
     """A new key, its raw form returned once. `expires_in` or `expires_at` (not both)
     makes it expire; the admin `scope` also lets it manage the organization (/api).
+    Audited as `actor` (by default `created_by`).
 
     Raises ValidationError on an unknown scope or both expiries."""
     if scope not in ApiKey.Scope.values:
@@ -76,23 +170,48 @@ def api_key_create(
             raise ValidationError("Give expires_in or expires_at, not both")
         expires_at = timezone.now() + expires_in
     raw = keys.generate_key()
-    api_key = ApiKey.objects.create(
-        organization=organization,
-        name=name,
-        prefix=keys.lookup_prefix(raw),
-        key_hash=keys.hash_key(raw),
-        scope=scope,
-        created_by=created_by,
-        expires_at=expires_at,
-    )
+    with transaction.atomic():
+        api_key = ApiKey.objects.create(
+            organization=organization,
+            name=name,
+            prefix=keys.lookup_prefix(raw),
+            key_hash=keys.hash_key(raw),
+            scope=scope,
+            created_by=created_by,
+            expires_at=expires_at,
+        )
+        audit_record(organization=organization, actor=actor or created_by,
+                     action="api_key.create", target=api_key,
+                     after=audit_values(api_key, API_KEY_AUDITED))
     return CreatedApiKey(api_key=api_key, raw_key=raw)
 
 
-def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+# What the audit shows of a key (the prefix is not secret: lists show it).
+API_KEY_AUDITED = ("name", "prefix", "scope", "expires_at", "revoked_at")
+
+
+def api_key_update(*, api_key: ApiKey, name: str, actor: Actor | None = None) -> ApiKey:
+    """Rename a key (the only thing about a key that changes, but for revoking it)."""
+    with transaction.atomic():
+        before = audit_values(api_key, API_KEY_AUDITED)
+        api_key.name = name
+        api_key.save(update_fields=["name"])
+        audit_record(organization=api_key.organization, actor=actor,
+                     action="api_key.update", target=api_key, before=before,
+                     after=audit_values(api_key, API_KEY_AUDITED))
+    return api_key
+
+
+def api_key_revoke(*, api_key: ApiKey, actor: Actor | None = None) -> ApiKey:
     """Revoke a key. The gateway notices within COGNITUDE_API_KEY_CACHE_SECONDS."""
     if api_key.revoked_at is None:
-        api_key.revoked_at = timezone.now()
-        api_key.save(update_fields=["revoked_at"])
+        with transaction.atomic():
+            before = audit_values(api_key, API_KEY_AUDITED)
+            api_key.revoked_at = timezone.now()
+            api_key.save(update_fields=["revoked_at"])
+            audit_record(organization=api_key.organization, actor=actor,
+                         action="api_key.revoke", target=api_key, before=before,
+                         after=audit_values(api_key, API_KEY_AUDITED))
     return api_key
 
 
@@ -216,10 +335,12 @@ def provider_add(
     api_version: str = "",
     enabled: bool = True,
     is_default: bool = False,
+    actor: Actor | None = None,
+    audit_action: str = "provider.create",
 ) -> Provider:
-    """Add an upstream to the organization, its key encrypted. It becomes the default
-    (the one that receives models without a route) when `is_default` is set or the
-    organization has no default yet.
+    """Add an upstream to the organization, its key encrypted (audited as `actor`). It
+    becomes the default (the one that receives models without a route) when `is_default`
+    is set or the organization has no default yet.
 
     Raises ValidationError on a bad name (or one taken), kind, URL or api_version, or
     an empty key."""
@@ -233,11 +354,19 @@ def provider_add(
             defaults.update(is_default=False)
         else:
             is_default = not defaults.exists()
-        return Provider.objects.create(
+        provider = Provider.objects.create(
             organization=organization, name=name, kind=kind, base_url=base_url,
             api_key_encrypted=crypto.encrypt(api_key), api_key_last4=api_key[-4:],
             api_version=api_version, enabled=enabled, is_default=is_default,
         )
+        audit_record(organization=organization, actor=actor, action=audit_action,
+                     target=provider, after=audit_values(provider, PROVIDER_AUDITED))
+        return provider
+
+
+# What the audit shows of a provider: its key only by its last four characters.
+PROVIDER_AUDITED = ("name", "kind", "base_url", "api_version", "enabled", "is_default",
+                    "api_key_last4")
 
 
 def provider_update(
@@ -250,6 +379,8 @@ def provider_update(
     api_version: str | None = None,
     enabled: bool | None = None,
     is_default: bool | None = None,
+    actor: Actor | None = None,
+    audit_action: str = "provider.update",
 ) -> Provider:
     """Change what is given (None keeps a field; an empty `api_key` keeps the key).
     `is_default=True` moves the organization's default here; False leaves it without.
@@ -272,16 +403,27 @@ def provider_update(
                                       exclude_pk=provider.pk)
         if changes.get("is_default"):
             providers.filter(is_default=True).exclude(pk=provider.pk).update(is_default=False)
+        before = audit_values(provider, PROVIDER_AUDITED)
         for field, value in changes.items():
             setattr(provider, field, value)
         provider.save(update_fields=[*changes, "updated_at"])
+        after = audit_values(provider, PROVIDER_AUDITED)
+        if api_key:
+            # A new key with the same last four would otherwise look like no change.
+            after["key_replaced"] = True
+        audit_record(organization=provider.organization, actor=actor, action=audit_action,
+                     target=provider, before=before, after=after)
     return provider
 
 
-def provider_delete(*, provider: Provider) -> None:
+def provider_delete(*, provider: Provider, actor: Actor | None = None) -> None:
     """Delete the provider. Raises ProviderInUse while a route targets it."""
     try:
-        provider.delete()
+        with transaction.atomic():
+            audit_record(organization=provider.organization, actor=actor,
+                         action="provider.delete", target=provider,
+                         before=audit_values(provider, PROVIDER_AUDITED))
+            provider.delete()
     except RestrictedError as exc:
         routes = sorted({target.route.name for target in exc.restricted_objects})
         raise ProviderInUse(
@@ -291,7 +433,8 @@ def provider_delete(*, provider: Provider) -> None:
 
 
 def provider_credential_set(
-    *, organization: Organization, kind: str, base_url: str, api_key: str | None
+    *, organization: Organization, kind: str, base_url: str, api_key: str | None,
+    actor: Actor | None = None,
 ) -> Provider:
     """Create or replace the organization's default provider (created as "default");
     `api_key=None` keeps the stored key. What the single-provider paths (set_provider,
@@ -304,9 +447,11 @@ def provider_credential_set(
         if not api_key:
             raise ValidationError("A new provider credential needs an API key")
         return provider_add(organization=organization, name="default", kind=kind,
-                            base_url=base_url, api_key=api_key, is_default=True)
+                            base_url=base_url, api_key=api_key, is_default=True,
+                            actor=actor, audit_action="provider.credential_set")
     return provider_update(provider=current, kind=kind, base_url=base_url, api_key=api_key,
-                           api_version=None if kind == Provider.Kind.AZURE else "")
+                           api_version=None if kind == Provider.Kind.AZURE else "",
+                           actor=actor, audit_action="provider.credential_set")
 
 
 def provider_credentials_rotate() -> int:

@@ -9,8 +9,8 @@ after.
 from datetime import timedelta
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -19,10 +19,13 @@ from organizations.models import ApiKey, Provider
 from organizations.selectors import (
     api_key_get_for_org,
     api_keys_for_org,
+    audit_entries_for_org,
+    member_can_manage,
     provider_get_for_org,
     providers_for_org,
 )
 from organizations.services import (
+    Actor,
     api_key_create,
     api_key_revoke,
     provider_add,
@@ -93,7 +96,8 @@ class ProvidersApi(ManagementApi):
     def post(self, request: Request) -> Response:
         params = self.CreateInputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        provider = provider_add(organization=self.organization, **params.validated_data)
+        provider = provider_add(organization=self.organization, actor=Actor.of_request(request),
+                                **params.validated_data)
         return Response(ProviderOutputSerializer(provider).data, status=201)
 
 
@@ -115,7 +119,8 @@ class ProviderApi(ManagementApi):
                                         provider_id=provider_id)
         params = self.UpdateInputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        provider = provider_update(provider=provider, **params.validated_data)
+        provider = provider_update(provider=provider, actor=Actor.of_request(request),
+                                   **params.validated_data)
         return Response(ProviderOutputSerializer(provider).data)
 
     @extend_schema(operation_id="providers_destroy", parameters=[ORG_PARAMETER],
@@ -123,7 +128,7 @@ class ProviderApi(ManagementApi):
     def delete(self, request: Request, provider_id: int) -> Response:
         provider = provider_get_for_org(organization=self.organization,
                                         provider_id=provider_id)
-        provider_delete(provider=provider)
+        provider_delete(provider=provider, actor=Actor.of_request(request))
         return Response(status=204)
 
 
@@ -203,6 +208,7 @@ class ApiKeysApi(ManagementApi):
             created_by=request.user if request.user.is_authenticated else None,
             expires_in=timedelta(days=days) if days else None,
             expires_at=data.get("expires_at"),
+            actor=Actor.of_request(request),
         )
         output = self.CreatedOutputSerializer(created.api_key,
                                               context={"raw_key": created.raw_key})
@@ -235,4 +241,53 @@ class ApiKeyRevokeApi(ManagementApi):
 
 def _revoke(view: ManagementApi, key_id: int) -> Response:
     api_key = api_key_get_for_org(organization=view.organization, key_id=key_id)
-    return Response(ApiKeyOutputSerializer(api_key_revoke(api_key=api_key)).data)
+    revoked = api_key_revoke(api_key=api_key, actor=Actor.of_request(view.request))
+    return Response(ApiKeyOutputSerializer(revoked).data)
+
+
+# The newest entries an answer holds; `?before=<id>` pages back.
+AUDIT_PAGE = 100
+
+
+class AuditEntryOutputSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "AuditEntry"
+
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    actor = serializers.CharField(source="actor_label", help_text="A username, "
+                                  "'API key cog_…', or the command that did it")
+    actor_user_id = serializers.IntegerField(allow_null=True)
+    actor_api_key_id = serializers.IntegerField(allow_null=True)
+    action = serializers.CharField(help_text="<thing>.<verb>, e.g. provider.update")
+    object_type = serializers.CharField()
+    object_id = serializers.CharField()
+    object_label = serializers.CharField()
+    before = serializers.JSONField(allow_null=True, help_text="Never holds a secret")
+    after = serializers.JSONField(allow_null=True)
+
+
+class AuditApi(ManagementApi):
+    """Who changed the organization's keys, providers, routes and rules (limits and
+    budgets: /api/limits/changes). Owners, admins and admin-scoped keys only: the
+    trail names people and what they changed."""
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        if not isinstance(request.auth, ApiKey) and not member_can_manage(
+                organization=self.organization):
+            raise exceptions.PermissionDenied("Only an owner or admin of the organization "
+                                              "can read its audit trail", code="forbidden")
+
+    @extend_schema(operation_id="audit_list", parameters=[
+        ORG_PARAMETER,
+        OpenApiParameter("before", int, description="Only entries older than this id"),
+    ], responses=AuditEntryOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        entries = audit_entries_for_org(organization=self.organization)
+        before = request.query_params.get("before")
+        if before:
+            if not before.isdigit():
+                raise serializers.ValidationError({"before": ["must be an entry id"]})
+            entries = entries.filter(pk__lt=int(before))
+        return Response(AuditEntryOutputSerializer(entries[:AUDIT_PAGE], many=True).data)

@@ -3,9 +3,10 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from organizations.models import Provider
+from organizations.services import Actor
 from routing.errors import RouteInUse
 from routing.models import ModelRoute, RouteTarget
-from routing.services import TargetSpec, route_set, route_update, route_validate
+from routing.services import TargetSpec, route_delete, route_set, route_update, route_validate
 from routing.table import RETRY_ON
 
 
@@ -83,6 +84,13 @@ class ModelRouteAdmin(admin.ModelAdmin):
         # A route's targets are its organization's providers: it cannot change hands.
         return ["organization"] if obj else []
 
+    def delete_model(self, request, obj: ModelRoute) -> None:
+        route_delete(route=obj, actor=Actor.of_user(request.user))
+
+    def delete_queryset(self, request, queryset) -> None:
+        for route in queryset:
+            self.delete_model(request, route)
+
     @admin.display(description="Targets")
     def target_list(self, obj: ModelRoute) -> str:
         return ", ".join(str(target) for target in obj.targets.all())
@@ -96,9 +104,11 @@ class ModelRouteAdmin(admin.ModelAdmin):
         fields = {"name": route.name, "strategy": route.strategy,
                   "retry_on": route.retry_on, "targets": targets.target_specs()}
         if change:
-            saved = route_update(route=ModelRoute.objects.get(pk=route.pk), **fields)
+            saved = route_update(route=ModelRoute.objects.get(pk=route.pk),
+                                 actor=Actor.of_user(request.user), **fields)
         else:
-            saved, _ = route_set(organization=route.organization, **fields)
+            saved, _ = route_set(organization=route.organization,
+                                 actor=Actor.of_user(request.user), **fields)
         route.pk = saved.pk
         route.refresh_from_db()
         # What the admin's change message reads from a formset that saved itself.

@@ -18,6 +18,7 @@ from django.db import transaction
 from organizations.errors import ProviderNotFound
 from organizations.models import Organization, Provider
 from organizations.selectors import provider_get_by_name
+from organizations.services import Actor, audit_record
 from routing.errors import RouteInUse
 from routing.models import ModelRoute, RouteTarget
 from routing.table import RETRY_ON, STRATEGIES
@@ -132,9 +133,18 @@ def _refuse_alias_loop(*, organization: Organization, name: str, pk: int | None,
             raise ValidationError("Aliases would loop: " + " -> ".join([name, *path]))
 
 
+def _audited(route: ModelRoute | None) -> dict | None:
+    """A route as its audit entries show it: the targets in the set_route notation."""
+    if route is None:
+        return None
+    return {"name": route.name, "strategy": route.strategy, "retry_on": list(route.retry_on),
+            "targets": [route_target_text(target) for target in
+                        route.targets.select_related("provider").order_by("priority", "pk")]}
+
+
 def _write(*, organization: Organization, route: ModelRoute | None, name: str,
            targets: Sequence[TargetSpec], strategy: str,
-           retry_on: Iterable[str] | None) -> tuple[ModelRoute, bool]:
+           retry_on: Iterable[str] | None, actor: Actor | None) -> tuple[ModelRoute, bool]:
     retry = sorted(RETRY_ON if retry_on is None else set(retry_on))
     with transaction.atomic():
         # One route write at a time per organization: two writes could otherwise each
@@ -145,6 +155,7 @@ def _write(*, organization: Organization, route: ModelRoute | None, name: str,
         route_validate(organization=organization, name=name, targets=targets,
                        strategy=strategy, retry_on=retry, route=route)
         created = route is None
+        before = _audited(route)
         if created:
             route = ModelRoute.objects.create(organization=organization, name=name,
                                               strategy=strategy, retry_on=retry)
@@ -159,6 +170,9 @@ def _write(*, organization: Organization, route: ModelRoute | None, name: str,
                         enabled=target.enabled)
             for index, target in enumerate(targets)
         )
+        audit_record(organization=organization, actor=actor,
+                     action="route.create" if created else "route.update", target=route,
+                     before=before, after=_audited(route))
     return route, created
 
 
@@ -169,13 +183,14 @@ def route_set(
     targets: Sequence[TargetSpec],
     strategy: str = ModelRoute.Strategy.PRIORITY,
     retry_on: Iterable[str] | None = None,
+    actor: Actor | None = None,
 ) -> tuple[ModelRoute, bool]:
     """Create the route `name`, or replace its strategy, retry_on and targets; returns
     (route, created). `retry_on=None` means every failure kind (table.RETRY_ON).
 
     Raises ValidationError on an invalid route (see route_validate)."""
     return _write(organization=organization, route=None, name=name, targets=targets,
-                  strategy=strategy, retry_on=retry_on)
+                  strategy=strategy, retry_on=retry_on, actor=actor)
 
 
 def route_update(
@@ -185,16 +200,17 @@ def route_update(
     targets: Sequence[TargetSpec],
     strategy: str = ModelRoute.Strategy.PRIORITY,
     retry_on: Iterable[str] | None = None,
+    actor: Actor | None = None,
 ) -> ModelRoute:
     """Replace everything about `route`, its name included.
 
     Raises ValidationError, or RouteInUse when renaming a route that others alias."""
     updated, _ = _write(organization=route.organization, route=route, name=name,
-                        targets=targets, strategy=strategy, retry_on=retry_on)
+                        targets=targets, strategy=strategy, retry_on=retry_on, actor=actor)
     return updated
 
 
-def route_delete(*, route: ModelRoute) -> None:
+def route_delete(*, route: ModelRoute, actor: Actor | None = None) -> None:
     """Delete the route. Raises RouteInUse while another route is an alias of it."""
     with transaction.atomic():
         Organization.objects.select_for_update().filter(pk=route.organization_id).first()
@@ -206,6 +222,8 @@ def route_delete(*, route: ModelRoute) -> None:
             raise RouteInUse(f"Route {route.name!r} is aliased by "
                              + ", ".join(repr(user) for user in users)
                              + ": change those first")
+        audit_record(organization=route.organization, actor=actor, action="route.delete",
+                     target=route, before=_audited(route))
         route.delete()
 
 

@@ -14,6 +14,7 @@ from organizations.api import ORG_PARAMETER, ManagementApi, choices_message
 from organizations.errors import ProviderNotFound
 from organizations.models import Organization
 from organizations.selectors import provider_get_by_name
+from organizations.services import Actor
 from routing.errors import RouteInUse, RouteNotFound
 from routing.models import ModelRoute
 from routing.selectors import route_get_for_org, routes_for_org
@@ -118,6 +119,7 @@ class RoutesApi(RoutingApi):
         params = RouteInputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         route, created = route_set(organization=self.organization,
+                                   actor=Actor.of_request(request),
                                    **_route_arguments(self.organization, params.validated_data))
         return _route_response(self.organization, route, status=201 if created else 200)
 
@@ -135,7 +137,7 @@ class RouteApi(RoutingApi):
         route = route_get_for_org(organization=self.organization, route_id=route_id)
         params = RouteInputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        route = route_update(route=route,
+        route = route_update(route=route, actor=Actor.of_request(request),
                              **_route_arguments(self.organization, params.validated_data))
         return _route_response(self.organization, route)
 
@@ -143,7 +145,7 @@ class RouteApi(RoutingApi):
                    responses={204: OpenApiResponse(description="Deleted")})
     def delete(self, request: Request, route_id: int) -> Response:
         route = route_get_for_org(organization=self.organization, route_id=route_id)
-        route_delete(route=route)
+        route_delete(route=route, actor=Actor.of_request(request))
         return Response(status=204)
 
 

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from organizations.errors import OrganizationNotFound
 from organizations.models import Provider
 from organizations.selectors import organization_get_by_slug
-from organizations.services import provider_add
+from organizations.services import Actor, provider_add
 
 
 class Command(BaseCommand):
@@ -30,7 +30,8 @@ class Command(BaseCommand):
             organization = organization_get_by_slug(slug=org)
             provider = provider_add(organization=organization, name=name, kind=kind,
                                     base_url=base_url, api_key=api_key,
-                                    api_version=api_version, is_default=default)
+                                    api_version=api_version, is_default=default,
+                                    actor=Actor(label="manage.py add_provider"))
         except OrganizationNotFound as exc:
             raise CommandError(f"No organization with slug {org!r}") from exc
         except ValidationError as exc:

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from organizations.errors import OrganizationNotFound
 from organizations.models import ApiKey
 from organizations.selectors import organization_get_by_slug
-from organizations.services import api_key_create
+from organizations.services import Actor, api_key_create
 
 
 class Command(BaseCommand):
@@ -32,5 +32,6 @@ class Command(BaseCommand):
             name=name,
             scope=scope,
             expires_in=timedelta(days=expires_days) if expires_days else None,
+            actor=Actor(label="manage.py create_api_key"),
         )
         self.stdout.write(created.raw_key)

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from organizations.models import ApiKey
-from organizations.services import api_key_revoke
+from organizations.services import Actor, api_key_revoke
 
 
 class Command(BaseCommand):
@@ -14,5 +14,5 @@ class Command(BaseCommand):
         api_key = ApiKey.objects.filter(prefix=prefix).first()
         if api_key is None:
             raise CommandError(f"No API key with prefix {prefix!r}")
-        api_key_revoke(api_key=api_key)
+        api_key_revoke(api_key=api_key, actor=Actor(label="manage.py revoke_api_key"))
         self.stdout.write(f"revoked {api_key.prefix}")

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from organizations.errors import OrganizationNotFound
 from organizations.models import Provider
 from organizations.selectors import organization_get_by_slug
-from organizations.services import provider_credential_set
+from organizations.services import Actor, provider_credential_set
 
 
 class Command(BaseCommand):
@@ -21,7 +21,8 @@ class Command(BaseCommand):
         try:
             organization = organization_get_by_slug(slug=org)
             credential = provider_credential_set(
-                organization=organization, kind=kind, base_url=base_url, api_key=api_key
+                organization=organization, kind=kind, base_url=base_url, api_key=api_key,
+                actor=Actor(label="manage.py set_provider"),
             )
         except OrganizationNotFound as exc:
             raise CommandError(f"No organization with slug {org!r}") from exc

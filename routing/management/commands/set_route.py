@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from organizations.errors import OrganizationNotFound
 from organizations.selectors import organization_get_by_slug
+from organizations.services import Actor
 from routing.models import ModelRoute
 from routing.services import route_set, route_target_text, route_targets_parse
 
@@ -30,7 +31,8 @@ class Command(BaseCommand):
             organization = organization_get_by_slug(slug=org)
             specs = route_targets_parse(organization=organization, texts=targets)
             route, created = route_set(organization=organization, name=model,
-                                       targets=specs, strategy=strategy)
+                                       targets=specs, strategy=strategy,
+                                       actor=Actor(label="manage.py set_route"))
         except OrganizationNotFound as exc:
             raise CommandError(f"No organization with slug {org!r}") from exc
         except ValidationError as exc:
