@@ -49,4 +49,8 @@ app.conf.beat_schedule = {
         "task": "analytics.tasks.request_logs_prune",
         "schedule": crontab(hour=3, minute=17),  # daily, off the hour's peak
     },
+    "alerts-evaluate": {
+        "task": "alerts.evaluate",
+        "schedule": 60.0,  # the minute tick; safe to overlap (alerts.evaluation)
+    },
 }

@@ -441,6 +441,7 @@ class RequestLimits:
                 generation = taken.raw[5 * i + 4]
                 item = settle_budget(check, real - taken.estimate,
                                      generation.decode() if generation else "")
+                _budget_progress(taken.org_id, entry, taken.raw[5 * i + 1], real)
             keys.append(check.key)
             items.append(item)
             notes.append(entry if what == "budget" else None)
@@ -499,6 +500,26 @@ def _crossing_record(org_id: int, entry: Entry | None, spent: int) -> None:
         period_start=entry.period.start.date(), spend_usd=usd(spent)))
     _recording.add(task)
     task.add_done_callback(_recording.discard)
+
+
+def _budget_progress(org_id: int, entry: Entry, remaining: int, real: int) -> None:
+    """Tell the pipeline when this request's real cost moved a budget past a whole
+    percent of its limit, up to the limit (so at most 100 events a period): what a
+    budget alert at any percentage needs to fire within seconds. `remaining` is what the
+    reservation found left, so the spend before it is the cap minus that."""
+    from pipeline.buffer import emit
+    from ratelimit.events import BudgetUsageEvent
+
+    cap = entry.check.limit
+    before = cap - int(remaining)
+    after = before + real
+    if cap <= 0 or real <= 0 or before >= cap or before * 100 // cap == after * 100 // cap:
+        return
+    assert entry.budget is not None and entry.period is not None
+    emit(BudgetUsageEvent(
+        org_id=org_id, budget_id=entry.budget.id, key_id=entry.budget.key_id,
+        period=entry.period.name, period_start=entry.period.start.date(),
+        spend_usd=str(usd(after)), limit_usd=str(entry.budget.limit_usd), at=timezone.now()))
 
 
 # --- Failed authentication per client address ---------------------------------------

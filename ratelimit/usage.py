@@ -3,15 +3,18 @@ limits Redis, or this process's memory): for the dashboard's bars and the API.""
 
 import math
 import time
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import redis
 from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ratelimit.gate import DAY_MS, MINUTE_MS
-from ratelimit.keys import rate_key, scope_of
-from ratelimit.models import Limit
+from ratelimit.gate import DAY_MS, MINUTE_MS, usd
+from ratelimit.keys import budget_key, rate_key, scope_of
+from ratelimit.models import Budget, Limit
+from ratelimit.periods import budget_period
 from ratelimit.store import local_limiter
 
 # what -> (Limit field, period ms); concurrency has no period.
@@ -76,3 +79,29 @@ def limits_usage(*, limits: list[Limit]) -> dict[int, dict[str, int]] | None:
         usage[limit.pk][what] = (int(value or 0) if what == "conc" else
                                  _used_rate(value, now, getattr(limit, field), period))
     return usage
+
+
+def budgets_spend_live(*, budgets: list[Budget]) -> dict[int, Decimal] | None:
+    """{budget id: spend in its current period} as the limits' counters hold it (settled
+    requests and those in flight), for the budgets whose counter exists; None when the
+    limits live in each process's memory or their Redis is unreachable (the records are
+    then the truth: ratelimit.selectors.period_spend)."""
+    url = settings.COGNITUDE_LIMITS_REDIS_URL
+    if not url or not budgets:
+        return None if not url else {}
+    keys = [budget_key(budget.organization_id, scope_of(budget.api_key_id),
+                       budget_period(budget.period, ZoneInfo(budget.organization.time_zone)))
+            for budget in budgets]
+    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
+                                  retry=Retry(NoBackoff(), 0))
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, "s")
+        found = pipe.execute()
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+    return {budget.pk: usd(int(value)) for budget, value in zip(budgets, found, strict=True)
+            if value is not None}
