@@ -45,8 +45,10 @@ class Notification:
 
     @property
     def title(self) -> str:
+        if self.state is State.TEST:
+            return "Test notification"
         prefix = {State.FIRING: "Firing", State.RENOTIFY: "Still firing",
-                  State.RESOLVED: "Resolved", State.TEST: "Test notification"}[self.state]
+                  State.RESOLVED: "Resolved"}[self.state]
         return f"{prefix}: {self.rule_name}"
 
     @property

@@ -34,6 +34,7 @@ class HttpReceiver:
     port: int = field(default_factory=free_port)
     answers: list[tuple[int, str]] = field(default_factory=list)
     default: tuple[int, str] = (200, "ok")
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every answer
     received: list[Received] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
 
@@ -65,6 +66,8 @@ class HttpReceiver:
                 self.send_response(status)
                 if 300 <= status < 400:
                     self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+                for name, value in receiver.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
                 self.wfile.write(text.encode())
