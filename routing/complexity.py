@@ -139,7 +139,9 @@ _ASKED_LENGTH = re.compile(
 # Words a unit of asked length stands for.
 _UNIT_WORDS = {b"lines": 8, b"pages": 400, b"paragraphs": 100}
 _ENUMERATED = re.compile("\n\\s*(?:\\d{1,2}[.)]|[-*]|\u2022)\\s".encode())
-_MATH_SYMBOLS = ("∫", "√", "≤", "≥", "∑", "π", "∀", "∃", "∈", "≠", "→", "×", "²", "³")
+_MATH_SYMBOLS = re.compile("[∫√≤≥∑π∀∃∈≠→×²³]")
+# The start of a number: a digit not inside a word or another number.
+_NUMBER = re.compile(rb"(?<![0-9a-z])[0-9]")
 
 
 def _text_of(part: object) -> str:
@@ -318,9 +320,28 @@ def _clip(x: float, low: float = 0.0, high: float = 1.0) -> float:
     return low if x < low else high if x > high else x
 
 
-def _group(words: set[bytes], group: frozenset[bytes], each: float, cap: float) -> float:
-    hits = len(group.intersection(words))
-    return min(hits * each, cap) if hits else 0.0
+# (signal, words, weight per distinct word, cap). One frozenset intersection finds the
+# hits of every group at once; a word may belong to more than one group.
+_GROUPS: tuple[tuple[str, frozenset[bytes], float, float], ...] = (
+    ("task", _TASK, 0.12, 0.16),
+    ("proof", _PROOF, 0.45, 0.5),
+    ("reasoning", _REASON, 0.1, 0.25),
+    ("planning", _PLAN, 0.1, 0.25),
+    ("creative", _CREATIVE, 0.06, 0.12),
+    ("building", _BUILD, 0.08, 0.24),
+    ("hard_debugging", _DEBUG, 0.08, 0.16),
+    ("math", _MATH, 0.06, 0.18),
+    ("simple_ask", _SIMPLE, -0.08, -0.16),
+    ("brief_ask", _BRIEF, -0.05, -0.1),
+    ("", _QUESTION, 0.0, 0.0),       # counted, not scored: read by the word problem rule
+    ("", _FOREIGN, 0.0, 0.0),        # counted, not scored: read by the language rule
+)
+_SIMPLE_GROUP, _QUESTION_GROUP, _FOREIGN_GROUP = 8, 10, 11
+_GROUPS_OF: dict[bytes, tuple[int, ...]] = {}
+for _index, (_, _members, _, _) in enumerate(_GROUPS):
+    for _word in _members:
+        _GROUPS_OF[_word] = (*_GROUPS_OF.get(_word, ()), _index)
+_KEYWORDS = frozenset(_GROUPS_OF)
 
 
 def assess(*, endpoint: str, body: object) -> Assessment:
@@ -331,10 +352,7 @@ def assess(*, endpoint: str, body: object) -> Assessment:
     endpoint = endpoint if isinstance(endpoint, str) else ""
     found = _gather(endpoint.rstrip("/"), body)
     signals: list[tuple[str, float]] = []
-
-    def add(name: str, value: float) -> None:
-        if value:
-            signals.append((name, round(value, 4)))
+    add = signals.append
 
     system = "\n".join(found.system)
     total_bytes = sum(map(_utf8_length, found.turns)) + _utf8_length(system)
@@ -350,45 +368,50 @@ def assess(*, endpoint: str, body: object) -> Assessment:
     if system:
         ask = system[:_SYSTEM] + "\n" + ask
     ask_bytes = ask.encode("utf-8", "replace").translate(_TABLE)
-    words = set(ask_bytes.split())
+    ask_split = ask_bytes.split()
     window_bytes = window.encode("utf-8", "replace")
 
     # How much is asked: long, many-claused instructions are the complex ones.
-    ask_words = len(ask_bytes.split())
-    add("ask_length", 0.3 * _clip(math.log2(max(ask_words, 1) / 6) / 4))
+    ask_words = len(ask_split)
+    if ask_words > 6:
+        add(("ask_length", 0.3 * min(math.log2(ask_words / 6) / 4, 1.0)))
     clauses = ask.count(",") + ask.count(";") + ask.count("?") + ask.count(" and ")
-    add("clauses", min(0.02 * clauses, 0.12))
-    requirements = len(_ENUMERATED.findall(window_bytes)) if b"\n" in window_bytes else 0
-    add("enumerated", min(0.01 * requirements, 0.06))
+    if clauses:
+        add(("clauses", min(0.02 * clauses, 0.12)))
+    if b"\n" in window_bytes:
+        requirements = len(_ENUMERATED.findall(window_bytes))
+        if requirements:
+            add(("enumerated", min(0.01 * requirements, 0.06)))
 
     # Pasted text makes a task heavier; tool schemas and images have their own signals.
-    add("context_length", 0.12 * _clip(math.log2(max(text_tokens, 1) / 100) / 3))
-    add("depth", 0.02 * min(max(len(found.turns) - 1, 0), 6))
+    if text_tokens > 100:
+        add(("context_length", 0.12 * min(math.log2(text_tokens / 100) / 3, 1.0)))
+    if len(found.turns) > 1:
+        add(("depth", 0.02 * min(len(found.turns) - 1, 6)))
     if len(system) > 600:
-        add("system_prompt", 0.03)
+        add(("system_prompt", 0.03))
 
     if b"```" in window_bytes:
-        add("code_block", 0.08)
-    math_marks = window.count("^") + sum(window.count(s) for s in _MATH_SYMBOLS) \
-        if not window.isascii() else window.count("^")
-    add("math_notation", min(0.03 * math_marks, 0.09))
-    numbers = sum(1 for w in words if w[:1].isdigit())
-    if numbers >= 2 and ask_words >= 10 and not _QUESTION.isdisjoint(words):
-        add("word_problem", 0.08)
+        add(("code_block", 0.08))
+    math_marks = window.count("^")
+    if not window.isascii():
+        math_marks += len(_MATH_SYMBOLS.findall(window))
+    if math_marks:
+        add(("math_notation", min(0.03 * math_marks, 0.09)))
 
-    add("task", _group(words, _TASK, 0.12, 0.16))
-    add("proof", _group(words, _PROOF, 0.45, 0.5))
-    add("reasoning", _group(words, _REASON, 0.1, 0.25))
-    add("planning", _group(words, _PLAN, 0.1, 0.25))
-    add("creative", _group(words, _CREATIVE, 0.06, 0.12))
-    add("building", _group(words, _BUILD, 0.08, 0.24))
-    add("hard_debugging", _group(words, _DEBUG, 0.08, 0.16))
-    add("math", _group(words, _MATH, 0.06, 0.18))
-    if text_tokens < 150:     # "translate" a sentence is simple, a whole document is not
-        add("simple_ask", -_group(words, _SIMPLE, 0.08, 0.16))
-    add("brief_ask", -_group(words, _BRIEF, 0.05, 0.1))
+    counts = [0] * len(_GROUPS)
+    for word in _KEYWORDS.intersection(ask_split):
+        for index in _GROUPS_OF[word]:
+            counts[index] += 1
+    if text_tokens >= 150:    # "translate" a sentence is simple, a whole document is not
+        counts[_SIMPLE_GROUP] = 0
+    for (name, _, each, cap), hits in zip(_GROUPS, counts, strict=True):
+        if hits and name:
+            add((name, max(hits * each, cap) if each < 0 else min(hits * each, cap)))
+    if ask_words >= 10 and counts[_QUESTION_GROUP] and len(_NUMBER.findall(ask_bytes)) >= 2:
+        add(("word_problem", 0.08))
     if b"step by step" in ask_bytes or b"trade off" in ask_bytes:
-        add("step_by_step", 0.08)
+        add(("step_by_step", 0.08))
 
     asked_words = 0
     match = _ASKED_LENGTH.search(ask_bytes) if b" " in ask_bytes else None
@@ -397,30 +420,30 @@ def assess(*, endpoint: str, body: object) -> Assessment:
         if digits.isdigit():
             asked_words = int(digits) * _UNIT_WORDS.get(match.group(2), 1)
     if asked_words >= 1000:
-        add("long_output_asked", 0.35)
+        add(("long_output_asked", 0.35))
     elif asked_words >= 400:
-        add("long_output_asked", 0.15)
+        add(("long_output_asked", 0.15))
 
     asked_out = _asked_out(body)
     if asked_out is not None and asked_out <= 64:
-        add("short_output_cap", -0.15)
+        add(("short_output_cap", -0.15))
     elif asked_out is not None and asked_out >= 4000:
-        add("long_output_cap", 0.1)
+        add(("long_output_cap", 0.1))
 
     tool_count, tools_required = _tools(body)
     if tool_count:
-        add("tools", 0.03 + 0.02 * min(tool_count - 1, 3))
+        add(("tools", 0.03 + 0.02 * min(tool_count - 1, 3)))
     if tools_required:
-        add("tool_choice_forced", 0.04)
+        add(("tool_choice_forced", 0.04))
     json_schema, strict_schema = _schema(body)
     if json_schema:
-        add("json_schema", 0.05)
+        add(("json_schema", 0.05))
     if found.images:
-        add("images", 0.05)
+        add(("images", 0.05))
 
     non_ascii = len(window_bytes) - len(window)
-    if non_ascii * 4 > len(window) or len(_FOREIGN.intersection(words)) >= 2:
-        add("non_english", 0.03)
+    if non_ascii * 4 > len(window) or counts[_FOREIGN_GROUP] >= 2:
+        add(("non_english", 0.03))
 
     score = _clip(_BASE + sum(value for _, value in signals))
     estimate = int(120 + 1400 * score * score)
