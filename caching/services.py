@@ -21,7 +21,7 @@ from caching.hot import HotStats, hot_tier
 from caching.models import CacheEntry
 from caching.outcomes import CacheTier
 from caching.payload import CachedResponse, CorruptEntry, pack, unpack
-from cognitude.db import fetch_one, run_in_db_thread
+from cognitude.db import DatabaseUnavailable, fetch_one, run_in_db_thread
 from organizations.models import Organization
 from pipeline.buffer import emit
 
@@ -72,6 +72,8 @@ async def _cold_lookup(*, org_id: int, key_hash: str, ttl: int,
     """The PostgreSQL tier's answer, promoted to the hot tier (releasing `unlock`)."""
     try:
         raw = await _cold_get(org_id, key_hash)
+    except DatabaseUnavailable:
+        return None  # PostgreSQL down: a miss (cognitude.db logs the outage once)
     except Exception:
         logger.exception("cold tier lookup failed")
         return None

@@ -4,6 +4,7 @@ who is calling, what they ask, the cache, the route's providers, the cache again
 
 import asyncio
 import gc
+import math
 import time
 
 from django.conf import settings
@@ -11,7 +12,7 @@ from django.conf import settings
 from caching.keys import request_hash
 from caching.outcomes import HIT_OUTCOMES, CacheOutcome
 from caching.services import cache_lookup, coalescer
-from cognitude.db import db_threads_stop, loop_connections_close
+from cognitude.db import DatabaseUnavailable, db_threads_stop, loop_connections_close
 from organizations.services import AuthFailure
 from proxy.auth import UpstreamProblem, authenticate
 from proxy.catalog import model_retrieve, models_list
@@ -39,11 +40,21 @@ POST_ENDPOINTS = {
     "/v1/messages": "messages",  # Anthropic's Messages API
 }
 MODELS_PATH = "/v1/models"
+_RETRY_AFTER = str(max(1, math.ceil(settings.COGNITUDE_DATABASE_BREAKER_SECONDS))).encode()
 
 
 async def refuse(send, refusal: Refusal, headers: list) -> None:
     await respond_error(send, refusal.status, refusal.message, headers,
                         code=refusal.code, param=refusal.param)
+
+
+async def database_unavailable(send, request_id: str) -> None:
+    # PostgreSQL down and nothing remembered to answer from (a key not seen lately):
+    # not a 401, the key may be good; not a wait, the breaker already knows.
+    await respond_error(
+        send, 503, "The database is unavailable: this API key cannot be checked right now",
+        [(b"x-request-id", request_id.encode()), (b"retry-after", _RETRY_AFTER)],
+        code="database_unavailable")
 
 
 async def handle_post(scope, receive, send, endpoint: str) -> None:
@@ -58,6 +69,10 @@ async def handle_post(scope, receive, send, endpoint: str) -> None:
     limits = RequestLimits()
     try:
         await answer_post(scope, receive, send_and_note, record, limits)
+    except DatabaseUnavailable:
+        if record.status:
+            raise  # the answer had begun: nothing else can be said
+        await database_unavailable(send_and_note, record.request_id)
     finally:
         record.emit()
         limits.settle(model=record.model_used or record.model_requested, status=record.status,
@@ -144,8 +159,13 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
 
 async def handle_models(scope, receive, send, model: str | None) -> None:
     """GET /v1/models (the routes and the providers' models) or /v1/models/{model}."""
-    headers = [(b"x-request-id", new_request_id().encode())]
-    caller = await authenticate(api_key_from(request_headers(scope)))
+    request_id = new_request_id()
+    headers = [(b"x-request-id", request_id.encode())]
+    try:
+        caller = await authenticate(api_key_from(request_headers(scope)))
+    except DatabaseUnavailable:
+        await database_unavailable(send, request_id)
+        return
     if isinstance(caller, AuthFailure):
         await respond_error(send, 401, "Invalid or missing API key", headers,
                             code="invalid_api_key")

@@ -5,6 +5,12 @@ A cache hit must not touch PostgreSQL, so a key's answer (good or bad) is
 remembered for COGNITUDE_API_KEY_CACHE_SECONDS (5 s by default): that is the bound
 on how long a revoked or expired key keeps working in a running process, and on how
 long a changed provider or route takes to be seen.
+
+While PostgreSQL is unreachable, an answer checked within COGNITUDE_AUTH_STALE_SECONDS
+stands (a key that worked a moment ago keeps working, a refused one stays refused);
+every request past the fresh window still asks (the breaker in cognitude.db makes
+that free while the database is down), so a revocation counts as soon as it answers.
+A key with no answer that recent raises DatabaseUnavailable: the gateway's 503.
 """
 
 import logging
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from cognitude.db import run_in_db_thread
+from cognitude.db import DatabaseUnavailable, read_in_db_thread
 from organizations import keys
 from organizations.crypto import CredentialDecryptionError
 from organizations.services import AuthFailure, api_key_authenticate, api_key_precheck
@@ -76,7 +82,8 @@ def _load(raw_key: str) -> Caller | AuthFailure:
 
 
 async def authenticate(raw_key: str | None) -> Caller | AuthFailure:
-    """The caller for `raw_key`, through organizations' api_key_authenticate, remembered."""
+    """The caller for `raw_key`, through organizations' api_key_authenticate, remembered.
+    Raises DatabaseUnavailable for a key not checked lately while PostgreSQL is down."""
     # Shape and checksum first: garbage never reaches the remembered answers.
     failure = api_key_precheck(raw_key=raw_key)
     if failure is not None:
@@ -85,7 +92,12 @@ async def authenticate(raw_key: str | None) -> Caller | AuthFailure:
     remembered = _remembered.get(raw_key)
     if remembered is not None and remembered[0] > now:
         return remembered[1]
-    answer = await run_in_db_thread(_load, raw_key)
+    try:
+        answer = await read_in_db_thread(_load, raw_key)
+    except DatabaseUnavailable:
+        if remembered is not None and now < remembered[0] + settings.COGNITUDE_AUTH_STALE_SECONDS:
+            return remembered[1]
+        raise
     if len(_remembered) >= _MAX_REMEMBERED:
         _remembered.clear()
     _remembered[raw_key] = (now + settings.COGNITUDE_API_KEY_CACHE_SECONDS, answer)

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from analytics.prices import PriceBook
-from cognitude.db import run_in_db_thread
+from cognitude.db import DatabaseUnavailable, read_in_db_thread
 from ratelimit.keys import scope_of
 
 K = TypeVar("K")
@@ -107,7 +107,17 @@ class Snapshots(Generic[K, V]):
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
-            value = await run_in_db_thread(self._load, key)
+            value = await read_in_db_thread(self._load, key)
+        except DatabaseUnavailable as exc:
+            # PostgreSQL down: what it said lately stands for a while, as for the key
+            # that brought this request (proxy/auth.py).
+            found = self._values.get(key)
+            if found is not None and time.monotonic() < found[0] + _stale_seconds():
+                future.set_result(found[1])
+                return found[1]
+            future.set_exception(exc)
+            future.exception()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: nobody else may be waiting
@@ -125,6 +135,12 @@ def _cache_seconds() -> float:
     from django.conf import settings
 
     return settings.COGNITUDE_LIMITS_CACHE_SECONDS
+
+
+def _stale_seconds() -> float:
+    from django.conf import settings
+
+    return settings.COGNITUDE_AUTH_STALE_SECONDS
 
 
 def _load_org_limits(org_id: int) -> OrgLimits:
