@@ -8,11 +8,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
 from django.utils import timezone
 
 from alerts import delivery
 from alerts.channels import SIGNATURE_HEADER
 from alerts.models import AlertChannel, AlertEvent, AlertRule
+from alerts.services import alert_channel_create
 from alerts.tasks import deliver, deliver_due
 from organizations import crypto
 from organizations.models import Organization
@@ -114,7 +117,6 @@ def test_it_delivers_once_when_two_workers_race(receiver, fast_retries):
         try:
             outcomes.append(delivery.alert_event_deliver(event_id=events[0].pk))
         finally:
-            from django.db import connection
             connection.close()
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
@@ -208,6 +210,33 @@ def test_it_refuses_a_webhook_to_a_private_address_at_send(org_a, receiver, sett
     assert receiver.received == []
 
 
+def test_it_refuses_a_private_webhook_when_the_channel_is_saved(org_a, settings):
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = False
+    for target in ("http://10.0.0.7/hook", "http://[::1]:8080/hook",
+                   "http://169.254.169.254/latest/meta-data"):
+        with pytest.raises(ValidationError) as raised:
+            alert_channel_create(organization=org_a, name="ops", kind="webhook",
+                                 target=target)
+        assert "private, loopback or link-local" in raised.value.messages[0]
+    assert not AlertChannel.objects.filter(organization=org_a).exists()
+
+
+def test_it_keeps_targets_and_signing_secrets_encrypted_at_rest(org_a, receiver,
+                                                               fast_retries):
+    url = f"{receiver.url}/T0/B0/secret-path"
+    created = alert_channel_create(organization=org_a, name="ops", kind="webhook", target=url)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM alerts_alertchannel WHERE id = %s", [created.channel.pk])
+        row = " ".join(str(value) for value in cursor.fetchone())
+    assert created.secret and created.secret not in row
+    assert "secret-path" not in row
+
+    deliver.delay(make_event(created.channel).pk)
+    got = receiver.received[0]
+    assert got.path == "/T0/B0/secret-path"
+    assert documented_verifier()(got.body, got.headers[SIGNATURE_HEADER], created.secret)
+
+
 def test_it_never_sends_an_organizations_alert_to_another(org_a, org_b, fast_retries):
     a_receiver, b_receiver = HttpReceiver().start(), HttpReceiver().start()
     try:
@@ -284,3 +313,37 @@ def test_it_reports_a_failed_test_notification_without_retrying(org_a, receiver,
     assert (event.status, event.attempts) == ("failed", 1)
     assert event.response == "HTTP 503: down for maintenance"
     assert len(receiver.received) == 1
+
+
+@pytest.mark.xdist_group("broker")  # RabbitMQ must stay up (the broker tests stop it)
+@pytest.mark.django_db(transaction=True)
+# This process runs tasks inline; send_task is how it reaches the worker instead.
+@pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")
+def test_it_retries_through_the_broker_and_a_duplicate_message_delivers_once():
+    from cognitude.celery import app
+    from tests.workers import start_worker, vhost_create
+
+    org = organization_create(name="Org A")
+    down = HttpReceiver()
+    event = make_event(make_channel(org, "webhook", down.url, secret=SECRET))
+    vhost = vhost_create()
+    worker = start_worker(vhost.url, {"COGNITUDE_ALLOW_PRIVATE_UPSTREAMS": "true",
+                                      "COGNITUDE_ALERT_DELIVERY_BACKOFF_SECONDS": "0.2",
+                                      "COGNITUDE_ALERT_DELIVERY_MAX_SECONDS": "10"})
+    try:
+        with app.connection_for_write(vhost.url) as connection:
+            for _ in range(2):  # the second is a redelivery of the first
+                app.send_task("alerts.deliver", args=[event.pk], connection=connection)
+        wait_until(lambda: status_of(event).attempts >= 1, timeout=10, what="an attempt")
+        down.start_in(0.5)
+        wait_until(lambda: status_of(event).status == "delivered", timeout=10,
+                   what="the delivery")
+        time.sleep(0.3)  # a stray second send would land by now
+    finally:
+        worker.kill()
+        vhost.delete()
+        down.stop()
+
+    assert len(down.received) == 1
+    assert event.attempts >= 2
+    assert any("retry" in line.lower() for line in worker.log)
