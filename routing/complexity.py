@@ -113,12 +113,14 @@ _TASK = _words(
     "pros", "cons", "works", "work", "plan", "itinerary", "checklist", "schedule", "routine",
     "story", "poem", "names", "lyrics", "caption", "description", "summarize",
     "summarise", "summary", "gist", "takeaways", "résume", "resume", "zusammenfassung",
-    "extract", "parse", "table", "json", "continue", "rewrite", "edit", "tailored",
+    "parse", "table", "json", "continue", "tailored", "causes", "cause", "git", "docker",
+    "ssh", "npm", "pourquoi", "warum", "porque", "poème", "poema", "gedicht", "écris",
+    "escribe", "schreibe", "organise", "organiza", "planifie",
     "solve", "probability", "derivative", "invest", "interest", "discount", "average",
     "percent", "mpg")
 _QUESTION = _words("how", "much", "many", "long", "find", "solve", "calculate", "old", "if",
                    "when", "wie", "combien", "cuánto", "quelle")
-_BRIEF = _words("short", "brief", "briefly", "quick", "concise", "one-line", "sentence")
+_BRIEF = _words("short", "brief", "briefly", "quick", "concise", "line", "sentence")
 # Function words of common languages other than English: two of them in the text and
 # it is not English, whatever its script.
 _FOREIGN = _words(
@@ -393,6 +395,9 @@ def assess(*, endpoint: str, body: object) -> Assessment:
 
     if b"```" in window_bytes:
         add(("code_block", 0.08))
+    elif window_bytes.count(b"(") + window_bytes.count(b"{") + window_bytes.count(b";") >= 2 \
+            and b"\n" in window_bytes:
+        add(("code_syntax", 0.06))      # code pasted or to complete, without a fence
     math_marks = window.count("^")
     if not window.isascii():
         math_marks += len(_MATH_SYMBOLS.findall(window))
@@ -403,7 +408,7 @@ def assess(*, endpoint: str, body: object) -> Assessment:
     for word in _KEYWORDS.intersection(ask_split):
         for index in _GROUPS_OF[word]:
             counts[index] += 1
-    if text_tokens >= 150:    # "translate" a sentence is simple, a whole document is not
+    if text_tokens >= 60:     # "translate" a sentence is simple, a paragraph is not
         counts[_SIMPLE_GROUP] = 0
     for (name, _, each, cap), hits in zip(_GROUPS, counts, strict=True):
         if hits and name:
