@@ -39,6 +39,14 @@ class RequestEvent:
     # those that failed before the answer: "provider:model=reason; ...".
     attempts: int = 0
     fallback: str = ""
+    # Smart routing, when the policy decided (routing.policy.Decision): the mode, tier
+    # and score; the model the tier is priced as, and the model the asked cost is
+    # priced on (for `auto` the complex tier's).
+    route_mode: str = ""
+    route_tier: str = ""
+    route_score: float | None = None
+    route_model: str = ""
+    route_baseline: str = ""
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Self:

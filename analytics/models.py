@@ -30,6 +30,15 @@ class ModelPrice(models.Model):
         "output USD per 1M tokens", max_digits=12, decimal_places=6
     )
     effective_from = models.DateField()
+    # What the model can do, for smart routing's guards (routing.policy): a request is
+    # never sent down to a model that cannot take its context, tools, strict JSON
+    # schema or images. Null / False: not known, so not relied on.
+    context_window = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens in and out the model takes, if known.")
+    supports_tools = models.BooleanField(default=False)
+    supports_json_schema = models.BooleanField(
+        default=False, help_text="Structured outputs: a strict JSON-schema response_format.")
+    supports_images = models.BooleanField(default=False, help_text="Image inputs.")
 
     class Meta:
         ordering = ["model", "-effective_from"]
@@ -76,6 +85,20 @@ class RequestLog(models.Model):
     # repeated requests that never let the cache help.
     cache_bypassed = models.BooleanField(default=False)
     cache_key = models.CharField(max_length=64, blank=True)
+    # Smart routing (routing.policy), when the organization's policy decided: its mode
+    # then ("on" applied it, "shadow" only recorded it), the tier and the classifier's
+    # score (what calibration reads), and the tier's model. `asked_cost` is what the
+    # model asked for would have cost with these tokens (for `auto`: the complex tier's
+    # model); `routing_saved_cost` is asked_cost minus what was paid (the cost, or on a
+    # hit the cache's saving, so cache and routing savings add up), in shadow mode what
+    # the tier's model would have saved. Null: unpriced.
+    route_mode = models.CharField(max_length=8, blank=True)
+    route_tier = models.CharField(max_length=10, blank=True)
+    route_score = models.FloatField(null=True, blank=True)
+    route_model = models.CharField(max_length=200, blank=True)
+    asked_cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    routing_saved_cost = models.DecimalField(max_digits=14, decimal_places=8, null=True,
+                                             blank=True)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -86,6 +109,10 @@ class RequestLog(models.Model):
             # /cache/stats counts hits and misses over all time: an index-only count.
             models.Index(fields=["organization", "cache_outcome"],
                          name="requestlog_org_outcome_idx"),
+            # Calibration reads an organization's last scored records.
+            models.Index(fields=["organization", "-created_at"],
+                         condition=models.Q(route_score__isnull=False),
+                         name="requestlog_org_scored_idx"),
         ]
 
     def __str__(self) -> str:
@@ -155,3 +182,33 @@ class HourlyLatency(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization_id} {self.hour:%Y-%m-%d %H}:00 #{self.bucket} {self.requests}"
+
+
+class Feedback(models.Model):
+    """What a caller thought of one answer (POST /v1/feedback): a score in [0, 1]
+    (thumbs up is 1, down 0) and an optional note. One per request and organization;
+    sent again, it replaces the first. Kept by request id, not a foreign key: feedback
+    may arrive before the request's record has landed (records are written in batches)."""
+
+    class Rating(models.TextChoices):
+        UP = "up", "Up"
+        DOWN = "down", "Down"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE,
+                                     related_name="feedback")
+    request_id = models.CharField(max_length=32)
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL)
+    score = models.FloatField()
+    rating = models.CharField(max_length=4, choices=Rating.choices, blank=True)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "request_id"],
+                                    name="one_feedback_per_request"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}: {self.score}"

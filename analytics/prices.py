@@ -20,11 +20,25 @@ _GLOB_CHARACTERS = frozenset("*?[")
 
 
 @dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a model can do (ModelPrice's columns): smart routing's guards read it."""
+
+    context_window: int | None = None  # None: not known
+    tools: bool = False
+    json_schema: bool = False
+    images: bool = False
+
+
+UNKNOWN = Capabilities()
+
+
+@dataclass(frozen=True, slots=True)
 class Price:
     model: str
     input_per_million: Decimal
     output_per_million: Decimal
     effective_from: date
+    capabilities: Capabilities = UNKNOWN
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         total = (prompt_tokens * self.input_per_million
@@ -53,7 +67,9 @@ class PriceBook:
     @classmethod
     def load(cls) -> PriceBook:
         return cls([
-            Price(p.model, p.input_per_million, p.output_per_million, p.effective_from)
+            Price(p.model, p.input_per_million, p.output_per_million, p.effective_from,
+                  Capabilities(p.context_window, p.supports_tools, p.supports_json_schema,
+                               p.supports_images))
             for p in ModelPrice.objects.all()
         ])
 
@@ -74,6 +90,15 @@ class PriceBook:
                 if price.effective_from <= day:
                     return price
         return None
+
+    def knows(self, model: str) -> bool:
+        """Whether the table has a row (exact or pattern) for `model`."""
+        return bool(self._names_for(model.strip().lower()))
+
+    def capabilities_for(self, model: str, at: datetime | date) -> Capabilities:
+        """What `model` can do, from the row in force at `at`; UNKNOWN without one."""
+        price = self.price_for(model, at)
+        return price.capabilities if price else UNKNOWN
 
     def cost(self, model: str, at: datetime | date, prompt_tokens: int,
              completion_tokens: int) -> Decimal | None:

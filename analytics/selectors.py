@@ -31,10 +31,21 @@ from statistics import quantiles
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Aggregate, Count, F, FloatField, Q, QuerySet, Sum
+from django.db.models import (
+    Aggregate,
+    Avg,
+    Count,
+    F,
+    FloatField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.db.models.functions import TruncDay, TruncHour
 
-from analytics.models import LATENCY_BUCKETS_PER_OCTAVE, LATENCY_FLOOR_MS, RequestLog
+from analytics.models import LATENCY_BUCKETS_PER_OCTAVE, LATENCY_FLOOR_MS, Feedback, RequestLog
 from caching.outcomes import HIT_OUTCOMES, CacheOutcome, CacheTier, hit_outcome
 from organizations.models import ApiKey, Organization
 
@@ -48,7 +59,9 @@ UNPRICED = Q(cost__isnull=True) | Q(saved_cost__isnull=True)
 
 INTERVALS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 BREAKDOWNS = {"model": "model_requested", "api_key": "api_key_id", "endpoint": "endpoint",
-              "provider": "provider"}
+              "provider": "provider", "tier": "route_tier"}
+# Routing's saving counts where the router acted; shadow mode's is a projection.
+ROUTED = Q(route_mode="on")
 ZERO = Decimal(0)
 # A summary's percentiles are exact (percentile_cont over the records) over ranges up to
 # this long, or holding up to this many requests (sorting them is cheap); otherwise they
@@ -422,6 +435,7 @@ def usage_breakdown(*, organization: Organization, start: datetime, end: datetim
         "completion_tokens": Sum("completion_tokens"),
         "spent": Sum("cost"),
         "saved": Sum("saved_cost"),
+        "routing_saved": Sum("routing_saved_cost", filter=ROUTED),
     }
     if percentiles_in_sql():
         aggregates["p50"] = PercentileCont("latency_ms", percentile=0.5)
@@ -448,7 +462,61 @@ def usage_breakdown(*, organization: Organization, start: datetime, end: datetim
             "completion_tokens": row["completion_tokens"] or 0,
             "cost": row["spent"] or ZERO,
             "saved": row["saved"] or ZERO,
+            "routing_saved": row["routing_saved"] or ZERO,
             "p50_latency_ms": _ms(row["p50"]),
         }
         for row in rows
     ]
+
+
+def routing_by_tier(*, organization: Organization, start: datetime,
+                    end: datetime) -> list[dict]:
+    """Smart routing's requests per mode and tier (simple first): requests, spend, the
+    cache's saving, routing's (exact sums of the records; in shadow mode what the
+    router would have saved), and the feedback on them (up and down shares of the
+    thumbs, the mean score of all), so a tier whose answers disappoint shows."""
+    logs = request_logs_in_range(organization=organization, start=start,
+                                 end=end).exclude(route_mode="")
+    rows = {(row["route_mode"], row["route_tier"]): row for row in logs.values(
+        "route_mode", "route_tier").annotate(
+        requests=Count("id"), hits=Count("id", filter=HIT), spent=Sum("cost"),
+        saved=Sum("saved_cost"), routing_saved=Sum("routing_saved_cost"),
+        asked=Sum("asked_cost"))}
+    feedback = (Feedback.objects.filter(organization=organization,
+                                        request_id__in=logs.values("request_id"))
+                .annotate(mode=Subquery(logs.filter(request_id=OuterRef("request_id"))
+                                        .values("route_mode")[:1]),
+                          tier=Subquery(logs.filter(request_id=OuterRef("request_id"))
+                                        .values("route_tier")[:1]))
+                .values("mode", "tier").annotate(
+                    count=Count("id"), up=Count("id", filter=Q(rating="up")),
+                    down=Count("id", filter=Q(rating="down")), mean=Avg("score")))
+    rated = {(row["mode"], row["tier"]): row for row in feedback}
+    order = {"simple": 0, "standard": 1, "complex": 2}
+    return [
+        {
+            "mode": mode,
+            "tier": tier,
+            "requests": row["requests"],
+            "hits": row["hits"],
+            "cost": row["spent"] or ZERO,
+            "saved": row["saved"] or ZERO,
+            "asked_cost": row["asked"] or ZERO,
+            "routing_saved": row["routing_saved"] or ZERO,
+            "feedback": (votes := rated.get((mode, tier), {})).get("count", 0),
+            "up_share": _rate(votes.get("up", 0), votes.get("count", 0)),
+            "down_share": _rate(votes.get("down", 0), votes.get("count", 0)),
+            "mean_score": votes.get("mean"),
+        }
+        for (mode, tier), row in sorted(rows.items(),
+                                        key=lambda item: (item[0][0] != "on",
+                                                          order.get(item[0][1], 3)))
+    ]
+
+
+def feedback_for_org(*, organization: Organization,
+                     request_id: str | None = None) -> QuerySet[Feedback]:
+    """The organization's feedback, newest first (only its own: a request id of
+    another organization finds nothing)."""
+    found = Feedback.objects.filter(organization=organization).order_by("-updated_at", "-pk")
+    return found.filter(request_id=request_id) if request_id is not None else found

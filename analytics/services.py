@@ -2,10 +2,11 @@
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from analytics.events import RequestEvent
-from analytics.models import RequestLog
-from analytics.prices import PriceBook, request_costs
+from analytics.models import Feedback, RequestLog
+from analytics.prices import ZERO, PriceBook, request_costs
 from caching.cold import Lookup, cache_lookups_add
 from caching.outcomes import HIT_OUTCOMES
 from organizations.models import ApiKey, Organization
@@ -58,6 +59,9 @@ def _row(event: RequestEvent, *, prices: PriceBook, key_exists: bool) -> Request
         completion_tokens=event.completion_tokens,
         at=created_at,
     )
+    asked_cost, routing_saved = _routing_costs(event, prices=prices, at=created_at,
+                                               paid=saved_cost if event.cache_outcome
+                                               in HIT_OUTCOMES else cost)
     return RequestLog(
         request_id=event.request_id,
         organization_id=event.org_id,
@@ -80,5 +84,53 @@ def _row(event: RequestEvent, *, prices: PriceBook, key_exists: bool) -> Request
         streamed=event.streamed,
         cost=cost,
         saved_cost=saved_cost,
+        route_mode=event.route_mode,
+        route_tier=event.route_tier,
+        route_score=event.route_score,
+        route_model=storable_text(event.route_model)[:_MODEL_LENGTH],
+        asked_cost=asked_cost,
+        routing_saved_cost=routing_saved,
         created_at=created_at,
     )
+
+
+def _routing_costs(event: RequestEvent, *, prices: PriceBook, at: datetime,
+                   paid: Decimal | None) -> tuple[Decimal | None, Decimal | None]:
+    """(asked_cost, routing_saved_cost) of a request smart routing decided: what the
+    model asked for (for `auto`, the complex tier's) would have cost with these tokens,
+    and that minus what was paid (`paid`: the cost, or on a hit the cache's saving, both
+    priced on the model that answered). In shadow mode the model asked for answered,
+    so the saving is the one the router's choice would have made. None: unpriced."""
+    if not event.route_mode:
+        return None, None
+    if not 200 <= event.status < 300:
+        return ZERO, ZERO
+    tokens = (event.prompt_tokens, event.completion_tokens)
+    if not any(tokens):
+        return None, None
+    asked = prices.cost(event.route_baseline, at, *tokens)
+    if event.route_mode == "shadow":
+        paid = prices.cost(event.route_model, at, *tokens)
+    if asked is None or paid is None:
+        return asked, None
+    return asked, asked - paid
+
+
+class RequestNotFound(Exception):
+    """No request of this organization has that id (another organization's included)."""
+
+
+def feedback_set(*, org_id: int, api_key_id: int | None, request_id: str,
+                 score: float, rating: str = "", note: str = "") -> tuple[Feedback, bool]:
+    """Store what the caller thought of its request `request_id`, replacing feedback
+    given before; returns (feedback, created). Raises RequestNotFound unless the
+    request is one of the organization's (its record written: records land within
+    about COGNITUDE_EVENT_FLUSH_SECONDS)."""
+    if not RequestLog.objects.filter(organization_id=org_id, request_id=request_id).exists():
+        raise RequestNotFound(f"No request {request_id!r} in this organization")
+    # The unique constraint keeps one row per request when two first feedbacks race
+    # (update_or_create then finds and updates the winner's).
+    return Feedback.objects.update_or_create(
+        organization_id=org_id, request_id=request_id,
+        defaults={"api_key_id": api_key_id, "score": score, "rating": rating,
+                  "note": storable_text(note)})

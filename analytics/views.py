@@ -16,6 +16,8 @@ from analytics.recommendations import recommendations_for
 from analytics.selectors import (
     BREAKDOWNS,
     INTERVALS,
+    feedback_for_org,
+    routing_by_tier,
     usage_breakdown,
     usage_summary,
     usage_timeseries,
@@ -174,7 +176,8 @@ class BreakdownApi(OrganizationApi):
 
         class RowSerializer(serializers.Serializer):
             key = serializers.CharField(
-                help_text="The model asked for, the API key's prefix and name, or the endpoint"
+                help_text="The model asked for, the API key's prefix and name, the endpoint, "
+                          "the provider, or smart routing's tier (\"\": not routed)"
             )
             requests = serializers.IntegerField()
             hits = serializers.IntegerField()
@@ -183,6 +186,7 @@ class BreakdownApi(OrganizationApi):
             completion_tokens = serializers.IntegerField()
             cost = _money()
             saved = _money()
+            routing_saved = _money()
             p50_latency_ms = serializers.FloatField(allow_null=True)
 
         by = serializers.CharField()
@@ -233,3 +237,69 @@ class RecommendationsApi(OrganizationApi):
             {"organization": self.organization, "days": days, "data": found}
         ).data)
 
+
+
+class RoutingApi(OrganizationApi):
+    class InputSerializer(RangeInputSerializer):
+        pass
+
+    class OutputSerializer(RangeOutputSerializer):
+        class Meta:
+            ref_name = "AnalyticsRouting"
+
+        class TierSerializer(serializers.Serializer):
+            mode = serializers.CharField(help_text="on, or shadow (decided, not applied)")
+            tier = serializers.CharField()
+            requests = serializers.IntegerField()
+            hits = serializers.IntegerField()
+            cost = _money()
+            saved = _money()
+            asked_cost = _money()
+            routing_saved = _money()
+            feedback = serializers.IntegerField()
+            up_share = serializers.FloatField()
+            down_share = serializers.FloatField()
+            mean_score = serializers.FloatField(allow_null=True)
+
+        data = TierSerializer(many=True)
+
+    @extend_schema(parameters=[InputSerializer, ORG_PARAMETER], responses=OutputSerializer,
+                   description="Smart routing per mode and tier: requests, spend, the "
+                               "cache's and routing's savings, and the feedback on them")
+    def get(self, request: Request) -> Response:
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        r = params.validated_data
+        rows = routing_by_tier(organization=self.organization, start=r["start"], end=r["end"])
+        return Response(self.OutputSerializer(
+            {"organization": self.organization, **r, "data": rows}).data)
+
+
+MAX_FEEDBACK_ROWS = 500
+
+
+class FeedbackApi(OrganizationApi):
+    class InputSerializer(serializers.Serializer):
+        request_id = serializers.CharField(required=False, max_length=64)
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Feedback"
+
+        request_id = serializers.CharField()
+        score = serializers.FloatField()
+        rating = serializers.CharField(allow_blank=True)
+        note = serializers.CharField(allow_blank=True)
+        created_at = serializers.DateTimeField()
+        updated_at = serializers.DateTimeField()
+
+    @extend_schema(parameters=[InputSerializer, ORG_PARAMETER],
+                   responses=OutputSerializer(many=True),
+                   description=f"The organization's feedback (POST /v1/feedback), newest "
+                               f"first, at most {MAX_FEEDBACK_ROWS}; ?request_id= for one")
+    def get(self, request: Request) -> Response:
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        found = feedback_for_org(organization=self.organization,
+                                 request_id=params.validated_data.get("request_id"))
+        return Response(self.OutputSerializer(found[:MAX_FEEDBACK_ROWS], many=True).data)

@@ -10,6 +10,7 @@ from analytics.events import RequestEvent
 from caching.outcomes import CacheOutcome, CacheTier, hit_outcome
 from caching.payload import CachedResponse
 from pipeline.buffer import emit
+from routing.policy import Decision
 
 # Read once: a settings lookup per request shows in the hit path's profile.
 _RECORDING = settings.COGNITUDE_REQUEST_LOG
@@ -35,6 +36,17 @@ class Record:
     streamed: bool = False
     attempts: int = 0
     fallback: str = ""
+    # Smart routing's decision (routing.policy.Decision), when the policy applied.
+    route_mode: str = ""
+    route_tier: str = ""
+    route_score: float | None = None
+    route_model: str = ""
+    route_baseline: str = ""
+
+    def routed(self, decision: Decision) -> None:
+        self.route_mode, self.route_tier, self.route_score = (
+            decision.mode, decision.tier, decision.score)
+        self.route_model, self.route_baseline = decision.priced_as, decision.baseline
 
     def hit(self, response: CachedResponse, tier: CacheTier) -> None:
         self.cache_outcome = hit_outcome(tier)
@@ -68,4 +80,9 @@ class Record:
             created_at=time.time(),
             attempts=self.attempts,
             fallback=self.fallback,
+            route_mode=self.route_mode,
+            route_tier=self.route_tier,
+            route_score=self.route_score,
+            route_model=self.route_model,
+            route_baseline=self.route_baseline,
         ))

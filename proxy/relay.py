@@ -49,6 +49,9 @@ class Ask:
     ttl: int
     outcome: bytes  # the X-Cognitude-Cache value: MISS or BYPASS
     lock_token: str = ""  # the coalescing lock this request leads with, released by the store
+    model: str = ""  # the model to route by: smart routing's choice, else the one asked
+    # Smart routing decided (its X-Cognitude-Route header explains the request).
+    decided: bool = False
 
 
 def _replayed(endpoint: str, cached: CachedResponse, include_usage: bool) -> bytes:
@@ -107,7 +110,7 @@ async def _route(ask: Ask) -> Route | UpstreamProblem:
     caller, request = ask.caller, ask.request
     if caller.problem is not None:
         return caller.problem
-    route = caller.routing.route_for(request.model)
+    route = caller.routing.route_for(ask.model or request.model)
     if route is None:
         return NO_PROVIDER
     if not route.targets:
@@ -126,6 +129,10 @@ async def _route(ask: Ask) -> Route | UpstreamProblem:
         if same:
             # Only the provider that made it knows the previous response: no fallback.
             usable = replace(usable, targets=same)
+    if ask.decided and usable.explicit:
+        # The route is in smart routing's X-Cognitude-Route (`model=`), which one
+        # header carries.
+        usable = replace(usable, explicit=False)
     return usable
 
 

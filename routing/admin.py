@@ -4,8 +4,10 @@ from django.core.exceptions import ValidationError
 
 from organizations.models import Provider
 from organizations.services import Actor
-from routing.errors import RouteInUse
-from routing.models import ModelRoute, RouteTarget
+from routing import complexity
+from routing.errors import RouteInUse, RoutingPolicyInvalid
+from routing.models import ModelRoute, RouteTarget, RoutingPolicy
+from routing.policies import routing_policy_set, routing_policy_validate
 from routing.services import TargetSpec, route_delete, route_set, route_update, route_validate
 from routing.table import RETRY_ON
 
@@ -113,3 +115,65 @@ class ModelRouteAdmin(admin.ModelAdmin):
         route.refresh_from_db()
         # What the admin's change message reads from a formset that saved itself.
         targets.new_objects, targets.changed_objects, targets.deleted_objects = [], [], []
+
+
+class RoutingPolicyForm(forms.ModelForm):
+    """Checked with routing.policies' rules; written by routing_policy_set."""
+
+    apply_to = forms.CharField(required=False, help_text="Models routed too, comma-separated "
+                               "(auto always is).")
+
+    class Meta:
+        model = RoutingPolicy
+        fields = ["organization", "mode", "simple_model", "standard_model", "complex_model",
+                  "simple_below", "complex_from", "apply_to"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["apply_to"] = ", ".join(self.instance.apply_to)
+        else:
+            self.initial.setdefault("simple_below", complexity.SIMPLE_BELOW)
+            self.initial.setdefault("complex_from", complexity.COMPLEX_FROM)
+
+    def clean_apply_to(self) -> list[str]:
+        return [name.strip() for name in self.cleaned_data["apply_to"].split(",")
+                if name.strip()]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        organization = data.get("organization") or self.instance.organization
+        if organization is None or self.errors:
+            return data
+        try:
+            routing_policy_validate(
+                organization=organization, mode=data["mode"],
+                models=[data["simple_model"], data["standard_model"], data["complex_model"]],
+                simple_below=data["simple_below"], complex_from=data["complex_from"],
+                apply_to=data["apply_to"])
+        except RoutingPolicyInvalid as exc:
+            field = exc.param if exc.param in self.fields else None
+            self.add_error(field, str(exc))
+        return data
+
+
+@admin.register(RoutingPolicy)
+class RoutingPolicyAdmin(admin.ModelAdmin):
+    form = RoutingPolicyForm
+    list_display = ["organization", "mode", "simple_model", "standard_model",
+                    "complex_model", "simple_below", "complex_from", "generation",
+                    "updated_at"]
+    list_filter = ["mode"]
+    search_fields = ["organization__name", "organization__slug"]
+    readonly_fields = ["generation", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["organization", *self.readonly_fields] if obj else self.readonly_fields
+
+    def save_model(self, request, obj: RoutingPolicy, form, change: bool) -> None:
+        fields = {name: form.cleaned_data[name] for name in RoutingPolicyForm.Meta.fields
+                  if name != "organization"}
+        saved, _ = routing_policy_set(organization=obj.organization,
+                                      actor=Actor.of_user(request.user), **fields)
+        obj.pk = saved.pk
+        obj.refresh_from_db()

@@ -9,3 +9,15 @@ class RouteNotFound(Exception):
 class RouteInUse(Exception):
     """Another route of the organization is an alias of this one: it cannot be deleted
     or renamed from under them."""
+
+
+class RoutingPolicyInvalid(Exception):
+    """A routing policy that cannot be saved; `param` names the field at fault."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class RoutingPolicyNotFound(Exception):
+    """The organization has no routing policy."""

@@ -61,3 +61,41 @@ class RouteTarget(models.Model):
         if self.provider_id is None:
             return f"alias of {self.upstream_model}"
         return f"{self.provider.name}:{self.upstream_model}"
+
+
+class RoutingPolicy(models.Model):
+    """Smart routing for one organization (routing.policy decides, per request): which
+    model each tier of task complexity goes to, and where the tiers part.
+
+    A tier names a model (`gpt-4o-mini`, in the price/model table) or a route of the
+    organization written `@NAME`. Requests for `auto` are routed; so are requests for
+    the models in `apply_to`, which may go down a tier but never up. Written only by
+    routing.services.routing_policy_set, which validates it and bumps `generation`:
+    the generation is part of a routed request's cache key, so no answer chosen by an
+    older policy is served after a change.
+    """
+
+    class Mode(models.TextChoices):
+        OFF = "off", "Off"
+        SHADOW = "shadow", "Shadow (decide and record, send as asked)"
+        ON = "on", "On"
+
+    organization = models.OneToOneField("organizations.Organization",
+                                        on_delete=models.CASCADE,
+                                        related_name="routing_policy")
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.OFF)
+    simple_model = models.CharField(max_length=201)
+    standard_model = models.CharField(max_length=201)
+    complex_model = models.CharField(max_length=201)
+    # A score below simple_below is simple; from complex_from on, complex.
+    simple_below = models.FloatField()
+    complex_from = models.FloatField()
+    apply_to = models.JSONField(default=list, blank=True)
+    generation = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "routing policies"
+
+    def __str__(self) -> str:
+        return f"{self.organization}: {self.mode}"

@@ -5,12 +5,14 @@ from fractions import Fraction
 from math import lcm
 
 from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
 
+from analytics.prices import PriceBook
 from organizations.models import Organization, Provider
 from organizations.selectors import provider_api_key
-from routing.errors import RouteNotFound
-from routing.models import ModelRoute, RouteTarget
-from routing.table import ProviderConfig, Route, RoutingTable, Target
+from routing.errors import RouteNotFound, RoutingPolicyNotFound
+from routing.models import ModelRoute, RouteTarget, RoutingPolicy
+from routing.table import PolicySnapshot, ProviderConfig, Route, RoutingTable, Target, TierModel
 
 
 def routes_for_org(*, organization: Organization) -> QuerySet[ModelRoute]:
@@ -124,5 +126,51 @@ def routing_table_for_org(*, organization_id: int) -> RoutingTable:
             name=route.name, targets=_targets(leaves, flattener.totals[route.name]),
             strategy=route.strategy,
             retry_on=frozenset(route.retry_on), explicit=True)
+    policy = RoutingPolicy.objects.filter(organization_id=organization_id).first()
     return RoutingTable(routes=table_routes, default=default,
-                        providers={config.name: config for config in providers.values()})
+                        providers={config.name: config for config in providers.values()},
+                        policy=policy_snapshot(policy, table_routes) if policy else None)
+
+
+def routing_policy_get_for_org(*, organization: Organization) -> RoutingPolicy:
+    """The organization's routing policy; RoutingPolicyNotFound when it has none."""
+    try:
+        return RoutingPolicy.objects.get(organization=organization)
+    except RoutingPolicy.DoesNotExist:
+        raise RoutingPolicyNotFound("This organization has no routing policy") from None
+
+
+def tier_model(name: str, *, routes: dict[str, Route], prices: PriceBook) -> TierModel:
+    """A policy's tier as the request path needs it. `@NAME` is a route of the
+    organization: it is priced as its first target's model and can do what all its
+    targets can (the narrowest window), since any of them may answer."""
+    now = timezone.now()
+    if not name.startswith("@"):
+        found = prices.capabilities_for(name, now)
+        return TierModel(name=name, priced_as=name, context_window=found.context_window,
+                         tools=found.tools, json_schema=found.json_schema,
+                         images=found.images)
+    route = routes.get(name[1:])
+    models = [target.upstream_model for target in route.targets] if route else []
+    if not models:
+        return TierModel(name=name[1:], priced_as=name[1:])
+    each = [prices.capabilities_for(model, now) for model in models]
+    windows = [c.context_window for c in each]
+    return TierModel(
+        name=name[1:], priced_as=models[0],
+        context_window=None if None in windows else min(windows),  # type: ignore[type-var]
+        tools=all(c.tools for c in each), json_schema=all(c.json_schema for c in each),
+        images=all(c.images for c in each))
+
+
+def policy_snapshot(policy: RoutingPolicy, routes: dict[str, Route], *,
+                    prices: PriceBook | None = None) -> PolicySnapshot:
+    """The policy frozen for the request path, its tiers resolved (one query for the
+    model table unless `prices` is given)."""
+    prices = prices or PriceBook.load()
+    tiers = tuple(tier_model(name, routes=routes, prices=prices)
+                  for name in (policy.simple_model, policy.standard_model,
+                               policy.complex_model))
+    return PolicySnapshot(mode=policy.mode, tiers=tiers,  # type: ignore[arg-type]
+                          simple_below=policy.simple_below, complex_from=policy.complex_from,
+                          apply_to=frozenset(policy.apply_to), generation=policy.generation)

@@ -48,11 +48,51 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class TierModel:
+    """One tier of a routing policy as the request path needs it: the model name sent
+    on (a model, or the name of a route), the model it is priced as (a route's first
+    target's upstream model), and what it can do (the model table's capabilities; for
+    a route, what every one of its targets can do)."""
+
+    name: str
+    priced_as: str
+    context_window: int | None = None  # None: not known, so not a limit
+    tools: bool = False
+    json_schema: bool = False
+    images: bool = False
+
+
+# The value of a policy's tiers, in order, cheapest first.
+TIERS = ("simple", "standard", "complex")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    """The organization's routing policy (routing.models.RoutingPolicy), frozen."""
+
+    mode: str  # "off", "shadow", "on"
+    tiers: tuple[TierModel, TierModel, TierModel]  # simple, standard, complex
+    simple_below: float
+    complex_from: float
+    apply_to: frozenset[str] = frozenset()
+    generation: int = 1
+
+    def applies_to(self, model: str) -> bool:
+        return model == AUTO or model in self.apply_to
+
+
+# The model name that asks the gateway to choose.
+AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingTable:
     routes: dict[str, Route] = field(default_factory=dict)
     default: ProviderConfig | None = None
     # Every enabled provider, by name, for /v1/models and explicit lookups.
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    # Smart routing; None: the organization has no policy.
+    policy: PolicySnapshot | None = None
 
     def route_for(self, model: str) -> Route | None:
         """The route for `model`: its own, or else the default provider asked for the
