@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import limits, views
+from dashboard import limits, routing, views
 
 app_name = "dashboard"
 
@@ -25,6 +25,9 @@ urlpatterns = [
     path("orgs/<slug:slug>/routes/<int:route_id>/", views.route_edit, name="route"),
     path("orgs/<slug:slug>/routes/<int:route_id>/delete/", views.route_remove,
          name="route-delete"),
+    path("orgs/<slug:slug>/routing/", routing.routing, name="routing"),
+    path("orgs/<slug:slug>/routing/policy/", routing.routing_policy_save,
+         name="routing-policy"),
     path("orgs/<slug:slug>/recommendations/", views.recommendations,
          name="recommendations"),
     path("orgs/<slug:slug>/limits/", limits.limits, name="limits"),
