@@ -255,6 +255,9 @@ COGNITUDE_COALESCE_TIMEOUT = _env_value("COGNITUDE_COALESCE_TIMEOUT", float, 30.
 COGNITUDE_EVENT_FLUSH_SECONDS = _env_value("COGNITUDE_EVENT_FLUSH_SECONDS", float, 1.0)
 # Off: no RequestLog rows (no analytics, no costs); for privacy, or to measure their cost.
 COGNITUDE_REQUEST_LOG = _env_value("COGNITUDE_REQUEST_LOG", bool, True)
+# POST /v1/feedback looks for a request's record this long before answering 404 (records
+# are written in batches, so feedback sent right after an answer may arrive first).
+COGNITUDE_FEEDBACK_WAIT_SECONDS = _env_value("COGNITUDE_FEEDBACK_WAIT_SECONDS", float, 2.0)
 # Empty: /metrics is open (restrict it at the network); set: scrapers send it as a Bearer.
 COGNITUDE_METRICS_TOKEN = env("COGNITUDE_METRICS_TOKEN", default="")
 # The event pipeline: how long a publish may wait on the broker before the batch goes to
@@ -350,6 +353,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPSTREAM_TIMEOUT",
               "COGNITUDE_REDIS_TIMEOUT", "COGNITUDE_COALESCE_TIMEOUT",
               "COGNITUDE_EVENT_FLUSH_SECONDS", "COGNITUDE_PUBLISH_TIMEOUT",
+              "COGNITUDE_FEEDBACK_WAIT_SECONDS",
               "COGNITUDE_SPOOL_RETRY_SECONDS", "COGNITUDE_REQUEST_LOG_RETENTION_DAYS",
               "COGNITUDE_BREAKER_FAILURES", "COGNITUDE_BREAKER_COOLDOWN_SECONDS",
               "COGNITUDE_ROUTE_TIME_BUDGET_SECONDS", "COGNITUDE_ROUTE_BACKOFF_SECONDS",

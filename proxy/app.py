@@ -16,7 +16,15 @@ from cognitude.db import DatabaseUnavailable, db_threads_stop, loop_connections_
 from organizations.services import AuthFailure
 from proxy.auth import UpstreamProblem, authenticate
 from proxy.catalog import model_retrieve, models_list
-from proxy.http import BodyTooLarge, new_request_id, read_body, respond, respond_error
+from proxy.feedback import handle_feedback
+from proxy.http import (
+    BodyTooLarge,
+    header_value,
+    new_request_id,
+    read_body,
+    respond,
+    respond_error,
+)
 from proxy.parse import (
     Refusal,
     api_key_from,
@@ -29,6 +37,7 @@ from proxy.providers import UpstreamError
 from proxy.providers.base import close_sessions
 from proxy.record import Record
 from proxy.relay import BYPASS, MISS, Ask, ask_upstream, send_hit
+from proxy.smart import routed_namespace, routing_decision
 from ratelimit.gate import RequestLimits, address_failed, address_refusal, client_address
 from routing.shared import shared_redis_close
 
@@ -40,6 +49,7 @@ POST_ENDPOINTS = {
     "/v1/messages": "messages",  # Anthropic's Messages API
 }
 MODELS_PATH = "/v1/models"
+FEEDBACK_PATH = "/v1/feedback"
 _RETRY_AFTER = str(max(1, math.ceil(settings.COGNITUDE_DATABASE_BREAKER_SECONDS))).encode()
 
 
@@ -116,16 +126,30 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
         await refuse(send, request, headers)
         return
     controls = request.controls
+    record.model_requested, record.streamed = request.model, request.stream
+
+    # Which model: smart routing, when the organization's policy applies (no query).
+    namespace, model, limited_body = controls.namespace, request.model, request.body
+    decision = routing_decision(caller.routing, request) if caller.problem is None else None
+    if decision is not None:
+        if isinstance(decision, Refusal):
+            await refuse(send, decision, headers)
+            return
+        record.routed(decision)
+        headers.append((b"x-cognitude-route", header_value(decision.header())))
+        # The key stays what the client asked, in the policy's generation.
+        namespace = routed_namespace(namespace, decision, caller.routing.policy.generation)
+        model = decision.send
+        limited_body = {**request.body, "model": model}  # limits and prices of the model sent
     key_hash = request_hash(endpoint=request.endpoint, body=request.body,
-                            namespace=controls.namespace)
+                            namespace=namespace)
     ttl = controls.max_age or caller.cache_ttl
-    record.model_requested, record.streamed, record.cache_key = (
-        request.model, request.stream, key_hash)
+    record.cache_key = key_hash
     record.cache_bypassed = controls.no_cache or controls.no_store
 
     # May they: every limit and budget that applies, taken in one Redis round trip.
     refused = await limits.take(org_id=caller.org_id, key_id=caller.key_id,
-                                endpoint=request.endpoint, body=request.body,
+                                endpoint=request.endpoint, body=limited_body,
                                 body_size=len(raw_body), lease=record.request_id)
     headers += limits.headers
     if refused is not None:
@@ -133,7 +157,8 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
         await respond(send, refused.status, refused.body, [*headers, *refused.headers])
         return
     ask = Ask(caller=caller, request=request, key_hash=key_hash, ttl=ttl,
-              outcome=BYPASS if controls.no_cache else MISS)
+              outcome=BYPASS if controls.no_cache else MISS, model=model,
+              decided=decision is not None)
 
     # The cache, then the provider (one call for identical concurrent misses).
     if controls.no_cache:
@@ -217,6 +242,15 @@ async def application(scope, receive, send) -> None:
             return
         try:
             await handle_post(scope, receive, send, endpoint)
+        except ConnectionResetError:
+            return
+    elif path == FEEDBACK_PATH:
+        headers = [(b"x-request-id", new_request_id().encode())]
+        if method != "POST":
+            await respond_error(send, 405, f"Use POST for {path}", [*headers, (b"allow", b"POST")])
+            return
+        try:
+            await handle_feedback(scope, receive, send, headers)
         except ConnectionResetError:
             return
     elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):

@@ -189,5 +189,7 @@ def live_world(transactional_db, settings, fake_upstream, clean_redis) -> World:
     transactional test, the one the price data migration fills included."""
     settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
     import_module("analytics.migrations.0003_model_prices_data").add_prices(django_apps, None)
+    import_module("analytics.migrations.0009_model_capabilities_data").add_capabilities(
+        django_apps, None)
     yield make_world(fake_upstream.api_base)
     wait_for_quiet_writes()
