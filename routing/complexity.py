@@ -127,7 +127,7 @@ _FOREIGN = _words(
     "le", "la", "les", "des", "est", "une", "pour", "avec", "dans", "qui", "der", "die",
     "das", "und", "ist", "nicht", "mit", "ich", "ein", "eine", "el", "los", "las", "que",
     "por", "con", "una", "para", "del", "como", "il", "di", "che", "non", "per", "sono",
-    "não", "uma", "em", "os", "ser", "het", "een", "niet", "och", "att", "jag", "och")
+    "não", "uma", "em", "os", "ser", "het", "een", "niet", "och", "att", "jag")
 
 # Lowercase ASCII letters and blank ASCII punctuation in one C-level pass; the
 # characters of c++/c# stay so they survive as words.
@@ -146,7 +146,7 @@ _MATH_SYMBOLS = re.compile("[∫√≤≥∑π∀∃∈≠→×²³]")
 _NUMBER = re.compile(rb"(?<![0-9a-z])[0-9]")
 
 
-def _text_of(part: object) -> str:
+def _text_of(part: object, depth: int = 0) -> str:
     """The text of a content part of any of the four shapes ('' when it has none)."""
     if isinstance(part, str):
         return part
@@ -155,13 +155,14 @@ def _text_of(part: object) -> str:
     text = part.get("text")
     if isinstance(text, str):
         return text
-    # Anthropic tool_result and Responses function_call_output carry text elsewhere.
+    # Anthropic tool_result and Responses function_call_output carry text elsewhere,
+    # one level down; deeper nesting is not a real body, and must not recurse forever.
     for key in ("content", "output", "input", "arguments"):
         value = part.get(key)
         if isinstance(value, str):
             return value
-        if isinstance(value, list):
-            return "\n".join(_text_of(v) for v in value)
+        if isinstance(value, list) and depth < 2:
+            return "\n".join(_text_of(v, depth + 1) for v in value)
     return ""
 
 

@@ -153,6 +153,11 @@ def test_it_detects_non_english_text():
     assert "non_english" not in dict(assess(endpoint="chat/completions", body=english).signals)
 
 
+NESTED: list = []
+for _ in range(5_000):       # deeper than the recursion limit
+    NESTED = [{"type": "tool_result", "content": NESTED}]
+
+
 @pytest.mark.parametrize("endpoint", ["chat/completions", "completions", "messages", "responses",
                                       "/v1/chat/completions", "", None, 3])
 @pytest.mark.parametrize("body", [
@@ -163,6 +168,7 @@ def test_it_detects_non_english_text():
      "response_format": {"type": "json_schema", "json_schema": "x"}, "text": 3},
     {"tools": [{1, 2}], "tool_choice": "required", "max_tokens": True},
     {"messages": [{"role": "user", "content": "x" * 50_000 + "```" + "^" * 500}]},
+    {"messages": [{"role": "user", "content": NESTED}]},
 ])
 def test_it_scores_garbage_in_range_without_raising(endpoint, body):
     found = assess(endpoint=endpoint, body=body)
