@@ -192,7 +192,7 @@ class Slack(HttpChannel):
             "text": f"{n.title} ({n.organization_name}): {n.summary}",
             "blocks": [
                 {"type": "header",
-                 "text": {"type": "plain_text", "text": f"{n.title}"[:150], "emoji": True}},
+                 "text": {"type": "plain_text", "text": n.title[:150], "emoji": True}},
                 {"type": "section",
                  "text": {"type": "mrkdwn", "text": f"{icon} {_slack_escape(n.summary)}"}},
                 {"type": "section",

