@@ -364,6 +364,27 @@ for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPST
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be positive")
 
+# --- Sign-in throttling (cognitude/logins.py) ------------------------------------------
+# Failed sign-ins (dashboard and admin) an account, or an address, may make before its
+# sign-ins are refused (before any password hashing) for the lockout; 0: no limit.
+COGNITUDE_LOGIN_FAILURES_PER_ACCOUNT = _env_value("COGNITUDE_LOGIN_FAILURES_PER_ACCOUNT",
+                                                  int, 10)
+COGNITUDE_LOGIN_FAILURES_PER_ADDRESS = _env_value("COGNITUDE_LOGIN_FAILURES_PER_ADDRESS",
+                                                  int, 30)
+# The failures count within this window from the first; reaching a limit locks for it.
+COGNITUDE_LOGIN_LOCKOUT_SECONDS = _env_value("COGNITUDE_LOGIN_LOCKOUT_SECONDS", int, 900)
+if min(COGNITUDE_LOGIN_FAILURES_PER_ACCOUNT, COGNITUDE_LOGIN_FAILURES_PER_ADDRESS) < 0:
+    raise ImproperlyConfigured("COGNITUDE_LOGIN_FAILURES_PER_* must be 0 or more")
+if COGNITUDE_LOGIN_LOCKOUT_SECONDS < 1:
+    raise ImproperlyConfigured("COGNITUDE_LOGIN_LOCKOUT_SECONDS must be 1 or more")
+AUTHENTICATION_BACKENDS = ["cognitude.logins.ThrottledModelBackend"]
+# What this process serves (cognitude/asgi.py): `all`, `gateway` (/v1/, /health and
+# /metrics) or `django` (everything but /v1/): run the gateway and the dashboard/admin as
+# separate processes so that sign-ins' password hashing never slows /v1/.
+COGNITUDE_SERVE = env("COGNITUDE_SERVE", default="all")
+if COGNITUDE_SERVE not in ("all", "gateway", "django"):
+    raise ImproperlyConfigured("COGNITUDE_SERVE must be all, gateway or django")
+
 # --- The rest of Django ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

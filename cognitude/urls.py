@@ -5,12 +5,17 @@ from drf_spectacular.views import SpectacularAPIView
 
 from analytics.metrics import metrics_view
 from cognitude.health import health
+from cognitude.logins import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
+
+# Admin's sign-in behind the same throttle as the dashboard's.
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("health", health, name="health"),
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True),
+    path("accounts/login/", auth_views.LoginView.as_view(
+        redirect_authenticated_user=True, authentication_form=ThrottledAuthenticationForm),
          name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     path("accounts/password/",

@@ -2,6 +2,7 @@
 org B); real PostgreSQL and Redis, the fake upstream and the gateway over sockets."""
 
 import json
+import logging
 import os
 import secrets
 import time
@@ -25,6 +26,7 @@ from organizations.services import (
     provider_credential_set,
 )
 from tests.live import Gateway, start_gateway
+from tests.logs import leaked_lines, log_dir, log_file
 
 
 def _redis_url_for_this_worker(url: str) -> str:
@@ -42,6 +44,26 @@ TEST_REDIS_URL = _redis_url_for_this_worker(
 # loadgroup` they all run on one worker, one after another.
 _NEEDS_THE_BROKER_ALONE = ("tests/pipeline/", "tests/test_health.py",
                            "tests/analytics/test_tasks.py")
+
+
+def pytest_configure(config) -> None:
+    # The controller makes the run's log directory before xdist starts the workers (they
+    # inherit it); each pytest process also writes its own logging there.
+    log_dir()
+    handler = logging.FileHandler(log_file("pytest"))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Fail the run if any log it produced (the gateways', the workers', the test
+    processes' own) holds a raw API key or a provider key."""
+    if hasattr(session.config, "workerinput"):
+        return  # the controller checks, once every worker has finished
+    leaks = leaked_lines()
+    if leaks:
+        print(f"\nSecrets in the logs of this run ({log_dir()}):\n" + "\n".join(leaks[:20]))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from django.db import connection
 
 from fakeupstream.testing import free_port, stop_process
+from tests.logs import log_file
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -35,6 +36,7 @@ def test_database_url() -> str:
 class Gateway:
     process: subprocess.Popen
     url: str
+    log: Path | None = None  # its stdout and stderr, in the run's log directory
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -56,21 +58,24 @@ def start_gateway(env: dict[str, str], *, timeout: float = 20.0,
         "CELERY_BROKER_URL": "",
         **env,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "cognitude.asgi:application", "--host", HOST,
-         "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-         "--no-access-log", "--log-level", "warning", *args],
-        cwd=PROJECT_DIR, env=full_env,
-    )
+    log = log_file("gateway")
+    with log.open("wb") as output:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "cognitude.asgi:application", "--host", HOST,
+             "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+             "--no-access-log", "--log-level", "warning", *args],
+            cwd=PROJECT_DIR, env=full_env, stdout=output, stderr=subprocess.STDOUT,
+        )
     url = f"http://{HOST}:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the gateway exited with {process.returncode}")
+            raise RuntimeError(f"the gateway exited with {process.returncode}:\n"
+                               + log.read_text(errors="replace")[-3000:])
         try:
             urllib.request.urlopen(f"{url}/v1/none", timeout=1)
         except urllib.error.HTTPError:
-            return Gateway(process, url)  # any HTTP answer means it is serving
+            return Gateway(process, url, log)  # any HTTP answer means it is serving
         except OSError:
             time.sleep(0.05)
     process.kill()

@@ -22,6 +22,7 @@ from tests.live import (
     stop_process,
     test_database_url,
 )
+from tests.logs import log_file
 
 TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -133,12 +134,17 @@ def start_celery(args: list[str], env: dict[str, str], *, ready: str,
     )
     started = CeleryProcess(process)
     seen = threading.Event()
+    # Also kept in the run's log directory, which the end of the run checks for secrets.
+    log = log_file("celery")
 
     def read() -> None:
-        for line in process.stdout:
-            started.log.append(line)
-            if ready in line:
-                seen.set()
+        with log.open("a") as copy:
+            for line in process.stdout:
+                started.log.append(line)
+                copy.write(line)
+                copy.flush()
+                if ready in line:
+                    seen.set()
 
     threading.Thread(target=read, daemon=True).start()
     if not seen.wait(timeout):
