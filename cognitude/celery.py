@@ -53,4 +53,10 @@ app.conf.beat_schedule = {
         "task": "alerts.evaluate",
         "schedule": 60.0,  # the minute tick; safe to overlap (alerts.evaluation)
     },
+    "alerts-deliver-due": {
+        "task": "alerts.deliver_due",
+        # Alert events whose delivery is due and that no worker holds (a lost enqueue, a
+        # worker that died mid-attempt); a duplicate finds the event claimed or delivered.
+        "schedule": 60.0,
+    },
 }
