@@ -18,11 +18,18 @@ from analytics.models import RequestLog
 from caching.models import CacheEntry
 from organizations.models import ApiKey
 from organizations.services import CreatedApiKey, api_key_create
-from tests.conftest import TEST_REDIS_URL, World
 from tests import live
+from tests.conftest import TEST_REDIS_URL, World
 from tests.live import Gateway, start_gateway
 from tests.pgcluster import PgCluster, pg_cluster_create
-from tests.workers import CeleryProcess, start_worker, vhost_create, wait_until
+from tests.workers import (
+    CeleryProcess,
+    proxy_to,
+    start_worker,
+    url_through,
+    vhost_create,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -152,3 +159,40 @@ def test_it_serves_known_keys_through_a_database_outage_and_records_everything_o
     print("revocation seen", time.monotonic() - back, "s after the database came back")
     response, _ = chat(outage.gateway, stranger, "never seen")
     assert response.status_code == 200, response.text
+
+
+def test_it_waits_on_a_hung_database_once_per_breaker_window(live_world: World) -> None:
+    # A database that takes connections and queries and never answers (a frozen proxy
+    # in front of the test database): the worst case, where nothing is refused.
+    database = proxy_to(live.test_database_url())
+    gateway = start_gateway({
+        "DATABASE_URL": url_through(live.test_database_url(), database),
+        "REDIS_URL": TEST_REDIS_URL,
+        "COGNITUDE_API_KEY_CACHE_SECONDS": str(KEY_CACHE_SECONDS),
+        "COGNITUDE_DATABASE_TIMEOUT": "0.5",
+        "COGNITUDE_DATABASE_BREAKER_SECONDS": "5",
+    })
+    known = live_world.a.raw_key
+    try:
+        for text in ("before", "before"):
+            assert chat(gateway, known, text)[0].status_code == 200
+        database.freeze()
+        time.sleep(KEY_CACHE_SECONDS + 0.1)
+        first, first_took = chat(gateway, known, "the one that waits")
+        rest = [chat(gateway, known, f"after it {i}") for i in range(3)]
+        stranger, stranger_took = chat(gateway, live_world.b.raw_key, "never seen")
+    finally:
+        database.thaw()
+        gateway.stop()
+        database.cut()
+    print("hung database:", first_took, [took for _, took in rest], stranger_took)
+    # The first request past the key's memory waits out the timeout, then is served
+    # from memory; the breaker spares every later one the wait.
+    assert first.status_code == 200, first.text
+    assert 0.4 < first_took < 1.5
+    assert all(response.status_code == 200 for response, _ in rest)
+    assert max(took for _, took in rest) < 0.4
+    assert stranger.status_code == 503, stranger.text
+    assert stranger.json()["error"]["code"] == "database_unavailable"
+    assert stranger.headers["retry-after"] == "5"
+    assert stranger_took < 0.4
