@@ -2,6 +2,7 @@
 
 import json
 import re
+import socket
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -270,6 +271,20 @@ def test_it_calls_a_closed_port_retryable(settings):
     with pytest.raises(DeliveryError) as raised:
         Webhook(target=closed.url, secret=SECRET).send(make_notification())
     assert raised.value.retryable is True and "Cannot connect" in raised.value.response
+
+
+def test_it_gives_up_on_a_silent_receiver_after_the_timeout_retryable(settings):
+    settings.COGNITUDE_ALLOW_PRIVATE_UPSTREAMS = True
+    settings.COGNITUDE_ALERT_DELIVERY_TIMEOUT = 0.3
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as raised:
+            Slack(target=f"http://127.0.0.1:{silent.getsockname()[1]}/").send(
+                make_notification())
+    assert time.monotonic() - started < 2
+    assert raised.value.retryable is True and raised.value.response == "No answer in time"
 
 
 # --- E-mail --------------------------------------------------------------------------
