@@ -239,28 +239,6 @@ for _name in ("COGNITUDE_DATABASE_TIMEOUT", "COGNITUDE_DATABASE_BREAKER_SECONDS"
         raise ImproperlyConfigured(f"{_name} must be positive")
 if COGNITUDE_AUTH_STALE_SECONDS < 0:
     raise ImproperlyConfigured("COGNITUDE_AUTH_STALE_SECONDS must be 0 or more")
-# PostgreSQL down (cognitude/db.py): a read on the /v1 loop waits at most TIMEOUT; after
-# a failure every call skips the database for BREAKER seconds; meanwhile a key (its
-# routing, its organization's limits) checked within STALE seconds is trusted as it was.
-COGNITUDE_DATABASE_TIMEOUT = _env_value("COGNITUDE_DATABASE_TIMEOUT", float, 1.0)
-COGNITUDE_DATABASE_BREAKER_SECONDS = _env_value("COGNITUDE_DATABASE_BREAKER_SECONDS", float, 2.0)
-COGNITUDE_AUTH_STALE_SECONDS = _env_value("COGNITUDE_AUTH_STALE_SECONDS", float, 300.0)
-for _name in ("COGNITUDE_DATABASE_TIMEOUT", "COGNITUDE_DATABASE_BREAKER_SECONDS"):
-    if globals()[_name] <= 0:
-        raise ImproperlyConfigured(f"{_name} must be positive")
-if COGNITUDE_AUTH_STALE_SECONDS < 0:
-    raise ImproperlyConfigured("COGNITUDE_AUTH_STALE_SECONDS must be 0 or more")
-# PostgreSQL down (cognitude/db.py): a read on the /v1 loop waits at most TIMEOUT; after
-# a failure every call skips the database for BREAKER seconds; meanwhile a key (its
-# routing, its organization's limits) checked within STALE seconds is trusted as it was.
-COGNITUDE_DATABASE_TIMEOUT = _env_value("COGNITUDE_DATABASE_TIMEOUT", float, 1.0)
-COGNITUDE_DATABASE_BREAKER_SECONDS = _env_value("COGNITUDE_DATABASE_BREAKER_SECONDS", float, 2.0)
-COGNITUDE_AUTH_STALE_SECONDS = _env_value("COGNITUDE_AUTH_STALE_SECONDS", float, 300.0)
-for _name in ("COGNITUDE_DATABASE_TIMEOUT", "COGNITUDE_DATABASE_BREAKER_SECONDS"):
-    if globals()[_name] <= 0:
-        raise ImproperlyConfigured(f"{_name} must be positive")
-if COGNITUDE_AUTH_STALE_SECONDS < 0:
-    raise ImproperlyConfigured("COGNITUDE_AUTH_STALE_SECONDS must be 0 or more")
 COGNITUDE_HOT_TIER_MAX_BYTES = _env_value("COGNITUDE_HOT_TIER_MAX_BYTES", int, 256 * 1024 * 1024)
 COGNITUDE_COALESCE_TIMEOUT = _env_value("COGNITUDE_COALESCE_TIMEOUT", float, 30.0)
 COGNITUDE_EVENT_FLUSH_SECONDS = _env_value("COGNITUDE_EVENT_FLUSH_SECONDS", float, 1.0)

@@ -51,21 +51,11 @@ POST_ENDPOINTS = {
 MODELS_PATH = "/v1/models"
 _RETRY_AFTER = str(max(1, math.ceil(settings.COGNITUDE_DATABASE_BREAKER_SECONDS))).encode()
 FEEDBACK_PATH = "/v1/feedback"
-_RETRY_AFTER = str(max(1, math.ceil(settings.COGNITUDE_DATABASE_BREAKER_SECONDS))).encode()
 
 
 async def refuse(send, refusal: Refusal, headers: list) -> None:
     await respond_error(send, refusal.status, refusal.message, headers,
                         code=refusal.code, param=refusal.param)
-
-
-async def database_unavailable(send, request_id: str) -> None:
-    # PostgreSQL down and nothing remembered to answer from (a key not seen lately):
-    # not a 401, the key may be good; not a wait, the breaker already knows.
-    await respond_error(
-        send, 503, "The database is unavailable: this API key cannot be checked right now",
-        [(b"x-request-id", request_id.encode()), (b"retry-after", _RETRY_AFTER)],
-        code="database_unavailable")
 
 
 async def database_unavailable(send, request_id: str) -> None:
