@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from prometheus_client import Counter
 
 from alerts.channels import Channel, DeliveryError, channel_for
 from alerts.models import AlertChannel, AlertEvent, AlertRule
@@ -33,6 +34,11 @@ from organizations.models import Organization
 MAX_BACKOFF_SECONDS = 900.0
 
 _OPEN = (AlertEvent.Status.PENDING, AlertEvent.Status.RETRYING)
+
+# Served by /metrics with the others (a worker on the same host: PROMETHEUS_MULTIPROC_DIR).
+ATTEMPTS = Counter("cognitude_alert_delivery_attempts",
+                   "Alert delivery attempts, by channel kind and the event's status after it "
+                   "(delivered, retrying, failed)", ["kind", "status"])
 
 _UNITS = {"spend_usd": "USD", "budget_used_pct": "%", "error_rate_pct": "%",
           "p95_latency_ms": "ms", "cache_hit_rate_pct": "%", "limit_rejections": "requests",
@@ -121,6 +127,7 @@ def notification_for_event(event: AlertEvent) -> Notification:
 def _finish(event: AlertEvent, *, status: str, response: str, **fields: object) -> int:
     # Only the attempt holding the claim finishes (its number is the token): a claim
     # that ran out and was taken over belongs to the newer attempt.
+    ATTEMPTS.labels(event.channel.kind if event.channel else "none", status).inc()
     return AlertEvent.objects.filter(pk=event.pk, status__in=_OPEN,
                                      attempts=event.attempts).update(
         status=status, response=response[:2000], claimed_until=None, **fields)

@@ -11,6 +11,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from alerts import delivery
 from alerts.channels import SIGNATURE_HEADER
@@ -172,14 +173,22 @@ def test_it_marks_the_delivery_failed_past_the_bound(settings, fast_retries):
     assert timezone.now() - event.created_at < timedelta(seconds=1 + 3)
 
 
-def test_it_fails_at_once_on_a_permanent_refusal(org_a, receiver, fast_retries):
+def failed_slack_attempts() -> float:
+    return REGISTRY.get_sample_value("cognitude_alert_delivery_attempts_total",
+                                     {"kind": "slack", "status": "failed"}) or 0
+
+
+def test_it_fails_at_once_on_a_permanent_refusal_and_counts_it(org_a, receiver,
+                                                               fast_retries):
     receiver.answers = [(404, "no_service")]
     event = make_event(make_channel(org_a, "slack", receiver.url))
+    before = failed_slack_attempts()
 
     deliver.delay(event.pk)
 
     assert (status_of(event).status, event.attempts) == ("failed", 1)
     assert event.response == "HTTP 404: no_service"
+    assert failed_slack_attempts() == before + 1
 
 
 def test_it_waits_at_least_what_retry_after_asks(org_a, receiver, fast_retries):
