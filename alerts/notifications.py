@@ -78,8 +78,7 @@ class Notification:
                     f"{self.organization_name}: this channel works, and the alerts of its "
                     "rules will arrive here.")
         if self.state is State.RESOLVED:
-            return (f"{what} is back within the threshold ({self.threshold_text}): "
-                    f"now {self.value_text}.")
+            return f"{what} is back to {self.value_text}, no longer {self.threshold_text}."
         if self.state is State.RENOTIFY:
             return f"{what} is still {self.value_text}, past the threshold {self.threshold_text}."
         return f"{what} is {self.value_text}, crossing the threshold {self.threshold_text}."

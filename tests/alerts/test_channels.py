@@ -123,7 +123,7 @@ def test_it_tells_a_resolved_slack_notice_apart():
     assert_block_kit(resolved)
     assert resolved["blocks"][0]["text"]["text"] == "Resolved: Spend over $10 an hour"
     assert ":white_check_mark:" in resolved["blocks"][1]["text"]["text"]
-    assert "back within the threshold" in resolved["text"]
+    assert "is back to $3.20, no longer > $10.00" in resolved["text"]
     assert resolved["blocks"][1] != firing["blocks"][1]
 
 
@@ -324,7 +324,7 @@ def test_it_emails_a_resolved_notice(smtp):
     Email(target="ops@example.com").send(make_notification(State.RESOLVED))
     [message] = smtp.messages
     assert message["Subject"].startswith("[Cognitude] Resolved: ")
-    assert "back within the threshold" in message.get_body(("plain",)).get_content()
+    assert "no longer > $10.00" in message.get_body(("plain",)).get_content()
 
 
 def test_it_calls_an_unreachable_smtp_server_retryable(settings):
