@@ -17,6 +17,7 @@ from alerts.evaluation import TickResult, alerts_evaluate
 from alerts.models import AlertChannel, AlertRule
 from organizations import crypto
 from organizations.models import ApiKey, Organization
+from organizations.services import Actor, audit_record, audit_values
 from ratelimit.events import BudgetUsageEvent
 
 Metric = AlertRule.Metric
@@ -27,6 +28,18 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$", re.IGNORECASE)
 # Webhook signing secrets look like Stripe's: a prefix, then 32 random bytes.
 SECRET_PREFIX = "whsec_"
+# What the audit trail keeps of a rule and a channel (never a target or a secret).
+RULE_FIELDS = ("name", "metric", "comparison", "threshold", "window_seconds",
+               "cooldown_seconds", "model", "api_key_id", "provider", "enabled")
+CHANNEL_FIELDS = ("name", "kind", "target_hint", "enabled")
+AnyActor = Actor | str | None
+
+
+def _rule_values(rule: AlertRule | None) -> dict | None:
+    values = audit_values(rule, RULE_FIELDS)
+    if values is not None and rule is not None and rule.pk:
+        values["channel_ids"] = sorted(rule.channels.values_list("pk", flat=True))
+    return values
 
 
 def duration_parse(text: str | int) -> int:
@@ -71,7 +84,7 @@ class CreatedChannel:
 
 
 def alert_channel_create(*, organization: Organization, name: str, kind: str, target: str,
-                         enabled: bool = True) -> CreatedChannel:
+                         enabled: bool = True, actor: AnyActor = None) -> CreatedChannel:
     """Add a channel; its target is checked (a webhook to a private address is refused)
     and stored encrypted. A webhook gets a new signing secret."""
     name = name.strip()
@@ -88,6 +101,8 @@ def alert_channel_create(*, organization: Organization, name: str, kind: str, ta
                 organization=organization, name=name, kind=kind,
                 target_encrypted=crypto.encrypt(target), target_hint=_target_hint(kind, target),
                 secret_encrypted=crypto.encrypt(secret) if secret else "", enabled=enabled)
+            audit_record(organization=organization, actor=actor, action="alert_channel.create",
+                         target=channel, after=audit_values(channel, CHANNEL_FIELDS))
     except IntegrityError:
         raise ValidationError(f"A channel named {name!r} exists already") from None
     return CreatedChannel(channel, secret)
@@ -95,10 +110,11 @@ def alert_channel_create(*, organization: Organization, name: str, kind: str, ta
 
 def alert_channel_update(*, channel: AlertChannel, name: str | None = None,
                          target: str | None = None, enabled: bool | None = None,
-                         rotate_secret: bool = False) -> CreatedChannel:
+                         rotate_secret: bool = False, actor: AnyActor = None) -> CreatedChannel:
     """Change what is given; `rotate_secret` gives a webhook a new signing secret
     (returned, shown once)."""
     fields = ["updated_at"]
+    before = audit_values(channel, CHANNEL_FIELDS)
     if name is not None:
         if not name.strip():
             raise ValidationError("A channel needs a name")
@@ -120,14 +136,25 @@ def alert_channel_update(*, channel: AlertChannel, name: str | None = None,
     try:
         with transaction.atomic():
             channel.save(update_fields=fields)
+            after = audit_values(channel, CHANNEL_FIELDS)
+            if "target_encrypted" in fields or secret:
+                after |= {"target_changed": "target_encrypted" in fields,
+                          "signing_secret_rotated": bool(secret)}
+            audit_record(organization=channel.organization, actor=actor,
+                         action="alert_channel.update", target=channel, before=before,
+                         after=after)
     except IntegrityError:
         raise ValidationError(f"A channel named {channel.name!r} exists already") from None
     return CreatedChannel(channel, secret)
 
 
-def alert_channel_delete(*, channel: AlertChannel) -> None:
+def alert_channel_delete(*, channel: AlertChannel, actor: AnyActor = None) -> None:
     """The history keeps the channel's name; its rules lose it."""
-    channel.delete()
+    with transaction.atomic():
+        audit_record(organization=channel.organization, actor=actor,
+                     action="alert_channel.delete", target=channel,
+                     before=audit_values(channel, CHANNEL_FIELDS))
+        channel.delete()
 
 
 @dataclass(frozen=True)
@@ -147,7 +174,8 @@ class RuleSpec:
     enabled: bool = True
 
 
-def _validated(organization: Organization, spec: RuleSpec) -> dict:
+def alert_rule_check(organization: Organization, spec: RuleSpec) -> dict:
+    """The rule's fields, normalised; ValidationError by field otherwise."""
     problems: dict[str, str] = {}
     name = spec.name.strip()
     if not name or len(name) > 100:
@@ -188,14 +216,16 @@ def _channels_of(organization: Organization, channels: Iterable[AlertChannel]) -
 
 
 def alert_rule_create(*, organization: Organization, spec: RuleSpec,
-                      channels: Sequence[AlertChannel] = ()) -> AlertRule:
+                      channels: Sequence[AlertChannel] = (), actor: AnyActor = None) -> AlertRule:
     """Add a rule (state ok: it fires at the first evaluation that finds it true)."""
-    values = _validated(organization, spec)
+    values = alert_rule_check(organization, spec)
     channels = _channels_of(organization, channels)
     try:
         with transaction.atomic():
             rule = AlertRule.objects.create(organization=organization, **values)
             rule.channels.set(channels)
+            audit_record(organization=organization, actor=actor, action="alert_rule.create",
+                         target=rule, after=_rule_values(rule))
     except IntegrityError:
         raise ValidationError({"name": f"A rule named {values['name']!r} exists already"}) \
             from None
@@ -203,12 +233,14 @@ def alert_rule_create(*, organization: Organization, spec: RuleSpec,
 
 
 def alert_rule_update(*, rule: AlertRule, spec: RuleSpec,
-                      channels: Sequence[AlertChannel] | None = None) -> AlertRule:
+                      channels: Sequence[AlertChannel] | None = None,
+                      actor: AnyActor = None) -> AlertRule:
     """Replace the rule's settings (and channels, if given). Its state stays: the next
     evaluation resolves it if the new condition no longer holds."""
-    values = _validated(rule.organization, spec)
+    values = alert_rule_check(rule.organization, spec)
     if channels is not None:
         channels = _channels_of(rule.organization, channels)
+    before = _rule_values(rule)
     for name, value in values.items():
         setattr(rule, name, value)
     try:
@@ -216,15 +248,21 @@ def alert_rule_update(*, rule: AlertRule, spec: RuleSpec,
             rule.save(update_fields=[*values, "updated_at"])
             if channels is not None:
                 rule.channels.set(channels)
+            audit_record(organization=rule.organization, actor=actor,
+                         action="alert_rule.update", target=rule, before=before,
+                         after=_rule_values(rule))
     except IntegrityError:
         raise ValidationError({"name": f"A rule named {values['name']!r} exists already"}) \
             from None
     return rule
 
 
-def alert_rule_delete(*, rule: AlertRule) -> None:
+def alert_rule_delete(*, rule: AlertRule, actor: AnyActor = None) -> None:
     """The history keeps the rule's name."""
-    rule.delete()
+    with transaction.atomic():
+        audit_record(organization=rule.organization, actor=actor, action="alert_rule.delete",
+                     target=rule, before=_rule_values(rule))
+        rule.delete()
 
 
 def alerts_tick() -> TickResult:

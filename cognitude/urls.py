@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from analytics.metrics import metrics_view
+from cognitude.error_views import json_methods
 from cognitude.health import health
 from cognitude.logins import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
@@ -11,7 +12,7 @@ from cognitude.logins import ThrottledAdminAuthenticationForm, ThrottledAuthenti
 admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
-    path("health", health, name="health"),
+    path("health", json_methods("GET", "HEAD")(health), name="health"),
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(
@@ -31,6 +32,12 @@ urlpatterns = [
     path("api/", include("organizations.urls")),
     path("api/", include("routing.urls")),
     path("api/", include("ratelimit.urls")),
+    path("api/", include("alerts.urls")),
     path("", include("caching.urls")),
     path("", include("dashboard.urls")),
 ]
+
+# Django's own 400, 404 and 500 in the error shape on the JSON endpoints.
+handler400 = "cognitude.error_views.bad_request"
+handler404 = "cognitude.error_views.page_not_found"
+handler500 = "cognitude.error_views.server_error"

@@ -10,6 +10,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from alerts.errors import AlertChannelNotFound, AlertRuleNotFound
+from alerts.models import AlertChannel, AlertRule
+from alerts.selectors import alert_channel_get_for_org, alert_rule_get_for_org
 from organizations import selectors
 from organizations.errors import ApiKeyNotFound, OrganizationNotFound, ProviderNotFound
 from organizations.models import ApiKey, Organization, Provider
@@ -84,4 +87,22 @@ def budget_for_member(organization: Organization, budget_id: int) -> Budget:
     try:
         return budget_get_for_org(organization=organization, budget_id=budget_id)
     except BudgetNotFound as exc:
+        raise Http404(str(exc)) from exc
+
+
+def alert_rule_for_member(organization: Organization, rule_id: int) -> AlertRule:
+    """The alert rule `rule_id` of an organization loaded by organization_for_member; 404
+    for any other organization's."""
+    try:
+        return alert_rule_get_for_org(organization=organization, rule_id=rule_id)
+    except AlertRuleNotFound as exc:
+        raise Http404(str(exc)) from exc
+
+
+def alert_channel_for_member(organization: Organization, channel_id: int) -> AlertChannel:
+    """The alert channel `channel_id` of an organization loaded by
+    organization_for_member; 404 for any other organization's."""
+    try:
+        return alert_channel_get_for_org(organization=organization, channel_id=channel_id)
+    except AlertChannelNotFound as exc:
         raise Http404(str(exc)) from exc

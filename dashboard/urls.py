@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import limits, routing, views
+from dashboard import alerts, limits, routing, views
 
 app_name = "dashboard"
 
@@ -38,4 +38,14 @@ urlpatterns = [
     path("orgs/<slug:slug>/budgets/set/", limits.budget_save, name="budget-save"),
     path("orgs/<slug:slug>/budgets/<int:budget_id>/delete/", limits.budget_remove,
          name="budget-delete"),
+    path("orgs/<slug:slug>/alerts/", alerts.alerts, name="alerts"),
+    path("orgs/<slug:slug>/alerts/rules/", alerts.rule_add, name="alert-rule-add"),
+    path("orgs/<slug:slug>/alerts/rules/<int:rule_id>/", alerts.rule_edit, name="alert-rule"),
+    path("orgs/<slug:slug>/alerts/rules/<int:rule_id>/delete/", alerts.rule_remove,
+         name="alert-rule-delete"),
+    path("orgs/<slug:slug>/alerts/channels/", alerts.channel_add, name="alert-channel-add"),
+    path("orgs/<slug:slug>/alerts/channels/<int:channel_id>/delete/", alerts.channel_remove,
+         name="alert-channel-delete"),
+    path("orgs/<slug:slug>/alerts/channels/<int:channel_id>/test/", alerts.channel_test,
+         name="alert-channel-test"),
 ]

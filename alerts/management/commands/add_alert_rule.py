@@ -13,7 +13,10 @@ from alerts.services import (
 from organizations.errors import ApiKeyNotFound, OrganizationNotFound
 from organizations.models import Organization
 from organizations.selectors import organization_get_by_slug
+from organizations.services import Actor
 from ratelimit.selectors import api_key_by_prefix
+
+ACTOR = Actor(label="manage.py add_alert_rule")
 
 
 def _channel(organization: Organization, kind: str, target: str,
@@ -29,7 +32,7 @@ def _channel(organization: Organization, kind: str, target: str,
     while name in taken:
         name, n = f"{base} {n}", n + 1
     created = alert_channel_create(organization=organization, name=name[:100], kind=kind,
-                                   target=target)
+                                   target=target, actor=ACTOR)
     if created.secret:
         out.write(f"channel {created.channel.name!r}: signing secret {created.secret} "
                   f"(shown once)")
@@ -73,7 +76,8 @@ class Command(BaseCommand):
                             api_key=api_key, provider=provider, enabled=not disabled)
             channels = [_channel(organization, kind, target, self.stdout)
                         for kind, target in specs]
-            rule = alert_rule_create(organization=organization, spec=spec, channels=channels)
+            rule = alert_rule_create(organization=organization, spec=spec, channels=channels,
+                                     actor=ACTOR)
         except OrganizationNotFound as exc:
             raise CommandError(f"No organization with slug {org!r}") from exc
         except ApiKeyNotFound as exc:
