@@ -367,6 +367,12 @@ if min(COGNITUDE_LOGIN_FAILURES_PER_ACCOUNT, COGNITUDE_LOGIN_FAILURES_PER_ADDRES
 if COGNITUDE_LOGIN_LOCKOUT_SECONDS < 1:
     raise ImproperlyConfigured("COGNITUDE_LOGIN_LOCKOUT_SECONDS must be 1 or more")
 AUTHENTICATION_BACKENDS = ["cognitude.logins.ThrottledModelBackend"]
+# An API key's last_used_at is written at most once per this many seconds, across
+# processes: requests do not each write (organizations.services._api_key_touch).
+COGNITUDE_API_KEY_LAST_USED_SECONDS = _env_value("COGNITUDE_API_KEY_LAST_USED_SECONDS",
+                                                 int, 60)
+if COGNITUDE_API_KEY_LAST_USED_SECONDS < 1:
+    raise ImproperlyConfigured("COGNITUDE_API_KEY_LAST_USED_SECONDS must be 1 or more")
 # What this process serves (cognitude/asgi.py): `all`, `gateway` (/v1/, /health and
 # /metrics) or `django` (everything but /v1/): run the gateway and the dashboard/admin as
 # separate processes so that sign-ins' password hashing never slows /v1/.

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
-from django.db.models import QuerySet, RestrictedError
+from django.db.models import Q, QuerySet, RestrictedError
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -21,8 +21,9 @@ from organizations.errors import ProviderInUse
 from organizations.models import ApiKey, AuditEntry, Membership, Organization, Provider
 from organizations.urlcheck import validate_upstream_base_url
 
-# last_used_at is written at most this often per key, so hits do not write on every call.
-LAST_USED_RESOLUTION = timedelta(seconds=60)
+# last_used_at is written at most this often per key (COGNITUDE_API_KEY_LAST_USED_SECONDS,
+# read at import: settings do not change in a running process), so traffic does not write.
+LAST_USED_RESOLUTION = timedelta(seconds=settings.COGNITUDE_API_KEY_LAST_USED_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -267,8 +268,21 @@ def api_key_authenticate(*, raw_key: str | None) -> AuthResult:
     if api_key.expires_at is not None and api_key.expires_at <= now:
         return AuthResult(None, AuthFailure.EXPIRED)
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        _api_key_touch(api_key_id=api_key.pk, now=now)
     return AuthResult(api_key, None)
+
+
+def _api_key_touch(*, api_key_id: int, now: datetime) -> int:
+    """Set the key's last_used_at unless another process set it within the resolution:
+    the condition is in the UPDATE, so of processes racing (each saw a stale value) one
+    writes the row and the others match nothing (PostgreSQL re-checks the WHERE on the
+    row the first committed). The callers reach this only when the value they loaded is
+    stale: the gateway once per key per COGNITUDE_API_KEY_CACHE_SECONDS and process at
+    most, the management API once per request. Returns the rows written (0 or 1)."""
+    return (ApiKey.objects.filter(pk=api_key_id)
+            .filter(Q(last_used_at__isnull=True)
+                    | Q(last_used_at__lt=now - LAST_USED_RESOLUTION))
+            .update(last_used_at=now))
 
 
 # Routes and commands write `NAME:MODEL`: no colon, no space, no leading "@" (an alias).
