@@ -3,6 +3,8 @@
 import json
 import re
 import socket
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -333,6 +335,58 @@ def test_it_calls_an_unreachable_smtp_server_retryable(settings):
     with pytest.raises(DeliveryError) as raised:
         Email(target="ops@example.com").send(make_notification())
     assert raised.value.retryable is True and "SMTP failed" in raised.value.response
+
+
+# Loads the settings once per environment in one fresh process (a process each costs
+# a second on a loaded machine): the e-mail settings read, or the error.
+_READ_EMAIL_SETTINGS = """
+import importlib, json, os, sys
+names = ("EMAIL_BACKEND", "EMAIL_HOST", "EMAIL_PORT", "EMAIL_HOST_USER",
+         "EMAIL_HOST_PASSWORD", "EMAIL_USE_TLS", "EMAIL_USE_SSL", "DEFAULT_FROM_EMAIL")
+results, module = [], None
+for env in json.loads(sys.argv[1]):
+    for name in [n for n in os.environ if n.startswith("EMAIL_") or n == "DEFAULT_FROM_EMAIL"]:
+        del os.environ[name]
+    os.environ.update(env)
+    try:
+        if module is None:
+            import cognitude.settings as module
+        else:
+            module = importlib.reload(module)
+        results.append({name: getattr(module, name) for name in names})
+    except Exception as exc:
+        results.append(f"{type(exc).__name__}: {exc}")
+print(json.dumps(results))
+"""
+
+
+def email_settings(*envs: dict[str, str]) -> list:
+    done = subprocess.run([sys.executable, "-c", _READ_EMAIL_SETTINGS, json.dumps(envs)],
+                          cwd=README.parent, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_it_reads_the_smtp_server_from_the_environment():
+    default, tls, parts, bad_port, bad_url = email_settings(
+        {},
+        {"EMAIL_URL": "smtp+tls://ann:pw%40x@mail.example.com:587",
+         "DEFAULT_FROM_EMAIL": "Alerts <alerts@example.com>"},
+        {"EMAIL_HOST": "smtp.example.com", "EMAIL_PORT": "2525", "EMAIL_USE_SSL": "true"},
+        {"EMAIL_PORT": "twenty-five"},
+        {"EMAIL_URL": "carrier-pigeon://coop"},
+    )
+    assert default["EMAIL_BACKEND"] == "django.core.mail.backends.console.EmailBackend"
+    assert tls == {"EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                   "EMAIL_HOST": "mail.example.com", "EMAIL_PORT": 587,
+                   "EMAIL_HOST_USER": "ann", "EMAIL_HOST_PASSWORD": "pw@x",
+                   "EMAIL_USE_TLS": True, "EMAIL_USE_SSL": False,
+                   "DEFAULT_FROM_EMAIL": "Alerts <alerts@example.com>"}
+    assert parts["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+    assert (parts["EMAIL_HOST"], parts["EMAIL_PORT"], parts["EMAIL_USE_SSL"]) == (
+        "smtp.example.com", 2525, True)
+    assert bad_port.startswith("ImproperlyConfigured: EMAIL_PORT")
+    assert bad_url.startswith("ImproperlyConfigured")
 
 
 def test_it_checks_email_addresses():
