@@ -79,7 +79,28 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "cognitude.security.ContentSecurityPolicyMiddleware",
 ]
+
+# --- Security headers and TLS (README, "Security") -------------------------------------
+# Always: Django's SecurityMiddleware and XFrameOptionsMiddleware send these.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Served over HTTPS (directly or behind a TLS-terminating proxy): cookies only over
+# TLS, and HSTS. Off by default, so `make run` over plain HTTP keeps working.
+COGNITUDE_TLS = _env_value("COGNITUDE_TLS", bool, False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = COGNITUDE_TLS
+SECURE_HSTS_SECONDS = _env_value("COGNITUDE_HSTS_SECONDS", int,
+                                 31_536_000) if COGNITUDE_TLS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_value("COGNITUDE_HSTS_INCLUDE_SUBDOMAINS", bool, False)
+# Only behind a proxy that sets X-Forwarded-Proto itself (and strips the client's): then
+# Django knows a request came over HTTPS. Trusting it without such a proxy lets any
+# client claim HTTPS.
+if _env_value("COGNITUDE_TRUST_X_FORWARDED_PROTO", bool, False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("COGNITUDE_HSTS_SECONDS must be 0 or more")
 
 ROOT_URLCONF = "cognitude.urls"
 
