@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import F, Q
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 from prometheus_client import Counter
 
@@ -74,10 +74,7 @@ def backoff_seconds(*, attempts: int) -> float:
 
 def dashboard_url(organization: Organization) -> str:
     """The alerts page of the organization, the link in every message."""
-    try:
-        path = reverse("dashboard:alerts", kwargs={"slug": organization.slug})
-    except NoReverseMatch:
-        path = reverse("dashboard:overview", kwargs={"slug": organization.slug})
+    path = reverse("dashboard:alerts", kwargs={"slug": organization.slug})
     return f"{settings.COGNITUDE_PUBLIC_URL}{path}"
 
 

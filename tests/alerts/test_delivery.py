@@ -93,7 +93,7 @@ def test_it_delivers_an_event_and_records_the_attempt(org_a, receiver, fast_retr
     body = json.loads(got.body)
     assert body["id"] == f"evt_{event.pk}" and body["value"] == 12.5
     assert body["organization"]["slug"] == org_a.slug
-    assert f"/orgs/{org_a.slug}/" in body["dashboard_url"]
+    assert body["dashboard_url"] == f"http://127.0.0.1:8000/orgs/{org_a.slug}/alerts/"
 
 
 def test_it_delivers_once_when_the_task_runs_twice(org_a, receiver, fast_retries):
