@@ -95,8 +95,9 @@ def _targets(leaves: list[_Leaf], total_weight: int) -> tuple[Target, ...]:
 
 
 def routing_table_for_org(*, organization_id: int) -> RoutingTable:
-    """The organization's routing snapshot, in three queries (providers, routes,
-    targets) whatever their number: enabled providers with their keys decrypted, every
+    """The organization's routing snapshot, in four queries (providers, routes,
+    targets, the routing policy; a fifth, the model table, when there is a policy)
+    whatever their number: enabled providers with their keys decrypted, every
     route with its enabled targets of enabled providers, aliases flattened, sorted by
     priority. A route left with no target stays in the table with `targets == ()`, so
     the request path answers that the route is unavailable instead of quietly sending

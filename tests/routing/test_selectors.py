@@ -175,17 +175,18 @@ def test_it_skips_an_alias_whose_route_has_no_enabled_target(world):
     assert table.routes["dead"].targets == ()
 
 
-def test_it_builds_the_table_in_three_queries_whatever_its_size(world,
-                                                                  django_assert_num_queries):
+def test_it_builds_the_table_in_four_queries_whatever_its_size(world,
+                                                                 django_assert_num_queries):
     providers = [make_provider(world.a.org, f"p{i}") for i in range(4)]
     for i in range(12):
         make_route(world.a.org, f"model-{i}", *[(p, f"m{i}") for p in providers])
     make_route(world.a.org, "alias", *[(None, f"model-{i}") for i in range(12)])
 
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(4):  # providers, routes, targets, routing policy
         table = routing_table_for_org(organization_id=world.a.org.pk)
 
     assert len(table.routes) == 13 and len(table.routes["alias"].targets) == 48
+    assert table.policy is None
 
 
 def test_it_refuses_to_build_a_table_with_an_unreadable_key(world):
