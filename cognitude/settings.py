@@ -337,7 +337,9 @@ COGNITUDE_ALERT_DELIVERY_MAX_SECONDS = _env_value("COGNITUDE_ALERT_DELIVERY_MAX_
 COGNITUDE_PAGERDUTY_EVENTS_URL = _env_value("COGNITUDE_PAGERDUTY_EVENTS_URL", str,
                                             "https://events.pagerduty.com/v2/enqueue")
 # Where people reach the dashboard: the links in alert messages start with it.
-COGNITUDE_PUBLIC_URL = _env_value("COGNITUDE_PUBLIC_URL", str, "http://127.0.0.1:8000").rstrip("/")
+# Set but empty (a compose file passing it through) counts as unset.
+COGNITUDE_PUBLIC_URL = (env.str("COGNITUDE_PUBLIC_URL", default="")
+                        or "http://127.0.0.1:8000").rstrip("/")
 # E-mail (alert notifications): EMAIL_URL (smtp://user:password@host:587,
 # smtp+tls://..., smtp+ssl://..., consolemail://) or the EMAIL_HOST... variables, which
 # override its parts. With neither, messages are printed on the server's console.
@@ -357,7 +359,7 @@ EMAIL_USE_TLS = _env_value("EMAIL_USE_TLS", bool, _email.get("EMAIL_USE_TLS", Fa
 EMAIL_USE_SSL = _env_value("EMAIL_USE_SSL", bool, _email.get("EMAIL_USE_SSL", False))
 if EMAIL_USE_TLS and EMAIL_USE_SSL:
     raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: choose one")
-DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Cognitude <alerts@localhost>")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="") or "Cognitude <alerts@localhost>"
 # Beat's record of last runs: in var/, not in whatever directory beat was started from.
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 for _name in ("COGNITUDE_CACHE_TTL", "COGNITUDE_MAX_BODY_BYTES", "COGNITUDE_UPSTREAM_TIMEOUT",
