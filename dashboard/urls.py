@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import alerts, limits, routing, views
+from dashboard import alerts, audit, limits, routing, views
 
 app_name = "dashboard"
 
@@ -30,6 +30,7 @@ urlpatterns = [
          name="routing-policy"),
     path("orgs/<slug:slug>/recommendations/", views.recommendations,
          name="recommendations"),
+    path("orgs/<slug:slug>/audit/", audit.audit, name="audit"),
     path("orgs/<slug:slug>/limits/", limits.limits, name="limits"),
     path("orgs/<slug:slug>/limits/set/", limits.limit_save, name="limit-save"),
     path("orgs/<slug:slug>/limits/<int:limit_id>/delete/", limits.limit_remove,
