@@ -59,8 +59,12 @@ BENCH_LIMITS = ("--rpm", "2000000000", "--tpm", "2000000000", "--rpd", "20000000
 BENCH_BUDGET_USD = "1000000"
 GATEWAY_ENV_DEFAULTS = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/cognitude_bench",
-    "REDIS_URL": "redis://127.0.0.1:6379/14",
 }
+# The Redis servers the run starts for itself, as docker-compose runs them: the hot tier
+# (LRU) and the limits (never evicts). On the client core: sharing the gateway's core,
+# their work (the limits' scripts above all) would be measured as the gateway's slowness;
+# in production they have cores of their own.
+REDIS_SERVERS = {"REDIS_URL": "allkeys-lru", "COGNITUDE_LIMITS_REDIS_URL": "noeviction"}
 BROKER_URL_DEFAULT = "amqp://guest:guest@127.0.0.1:5672//"
 READY_TIMEOUT_S = 60.0
 WARMUP_TIMEOUT_S = 5.0
@@ -174,6 +178,8 @@ class Result:
     # The gateway's own CPU time per request: unlike req/s, it does not move when the
     # client core is busy too (the worker shares it with wrk).
     cpu_us_per_request: float | None = None
+    # The Redis servers' CPU time per request (both of them).
+    redis_us_per_request: float | None = None
 
 
 @dataclass(frozen=True)
@@ -282,10 +288,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def redis_cpu_seconds() -> float:
+    """User plus system CPU time so far of the Redis servers the run started."""
+    return sum(cpu_seconds(pid) for pid in _redis_pids)
+
+
 def to_result(scenario: Scenario, wrk: dict[str, Any], check: str,
-              cpu_s: float | None = None) -> Result:
+              cpu_s: float | None = None, redis_s: float | None = None) -> Result:
+    def per_request(seconds: float | None) -> float | None:
+        return seconds / wrk["requests"] * 1e6 if seconds and wrk["requests"] else None
+
     return Result(
-        cpu_us_per_request=cpu_s / wrk["requests"] * 1e6 if cpu_s and wrk["requests"] else None,
+        cpu_us_per_request=per_request(cpu_s),
+        redis_us_per_request=per_request(redis_s),
         scenario=scenario.name,
         requests=wrk["requests"],
         requests_per_s=wrk["requests"] / (wrk["duration_us"] / 1e6),
@@ -372,7 +387,7 @@ def run_scenario(
     if scenario.open_breaker:
         warm_failure = open_breaker(gateway, scenario)
     before = upstream_calls(upstream_url)
-    cpu_before = cpu_seconds(gateway.process.pid)
+    cpu_before, redis_before = cpu_seconds(gateway.process.pid), redis_cpu_seconds()
     wrk = run_wrk(
         gateway.base_url + CHAT_PATH,
         scenario,
@@ -381,6 +396,7 @@ def run_scenario(
         api_key=gateway.key_for(scenario),
     )
     cpu_s = cpu_seconds(gateway.process.pid) - cpu_before
+    redis_s = redis_cpu_seconds() - redis_before
     calls = upstream_calls(upstream_url) - before
     if scenario.expects_hits:
         # Hits must never reach the upstream.
@@ -390,7 +406,7 @@ def run_scenario(
         answered = int(wrk["requests"]) - wrk_errors(wrk)
         check = warm_failure or (
             ("OK" if calls >= answered else "FAIL") + f" ({calls} upstream calls)")
-    return to_result(scenario, wrk, check, cpu_s)
+    return to_result(scenario, wrk, check, cpu_s, redis_s)
 
 
 def manage(env: dict[str, str], *arguments: str) -> str:
@@ -425,8 +441,46 @@ def ensure_database(database_url: str) -> None:
             connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
+_redis_pids: list[int] = []
+_redis_urls: dict[str, str] = {}
+
+
+@contextmanager
+def redis_servers() -> Iterator[dict[str, str]]:
+    """The run's own Redis servers on the client core: their URLs by setting."""
+    import redis
+
+    processes, urls = [], {}
+    try:
+        for setting, policy in REDIS_SERVERS.items():
+            port = free_port()
+            processes.append(subprocess.Popen(pinned(CLIENT_CPU, [
+                "redis-server", "--port", str(port), "--bind", HOST, "--save", "",
+                "--appendonly", "no", "--maxmemory", "256mb", "--maxmemory-policy", policy]),
+                stdout=subprocess.DEVNULL))
+            urls[setting] = f"redis://{HOST}:{port}/0"
+            client = redis.Redis(host=HOST, port=port, socket_connect_timeout=0.2)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise BenchError(f"redis-server on port {port} did not start") from None
+                    time.sleep(0.02)
+            client.close()
+        _redis_pids[:] = [process.pid for process in processes]
+        yield urls
+    finally:
+        _redis_pids.clear()
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=10)
+
+
 def gateway_env(tasks: str, record_requests: bool) -> dict[str, str]:
-    env = {**GATEWAY_ENV_DEFAULTS, **os.environ}
+    env = {**GATEWAY_ENV_DEFAULTS, **_redis_urls, **os.environ}
     env["COGNITUDE_REQUEST_LOG"] = "true" if record_requests else "false"
     # "worker" is the production shape: the gateway only publishes event batches and
     # a Celery worker (on the client core) writes them; "inline" is the embedded mode.
@@ -603,12 +657,13 @@ def compared(results: list[Result]) -> list[Result]:
 
 def print_table(results: list[Result]) -> None:
     print()
-    columns = ("req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "cpu µs/req")
-    print(f"{'scenario':<14}" + "".join(f"{name:>9}" for name in columns[:-1])
-          + f"{columns[-1]:>12}  check")
+    columns = ("req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "cpu µs/req", "redis µs/req")
+    print(f"{'scenario':<14}" + "".join(f"{name:>9}" for name in columns[:-2])
+          + "".join(f"{name:>13}" for name in columns[-2:]) + "  check")
     for r in results:
         numbers = f"{r.requests_per_s:>9.0f}{r.p50_ms:>9.2f}{r.p90_ms:>9.2f}{r.p99_ms:>9.2f}"
-        cpu = f"{r.cpu_us_per_request:>12.0f}" if r.cpu_us_per_request else f"{'-':>12}"
+        cpu = "".join(f"{value:>13.0f}" if value else f"{'-':>13}"
+                      for value in (r.cpu_us_per_request, r.redis_us_per_request))
         print(f"{r.scenario:<14}{numbers}{r.errors:>9}{cpu}  {r.check}")
 
 
@@ -710,7 +765,9 @@ def main() -> int:
         ensure_wrk()
         upstream, upstream_url = start_fake_upstream(cpu=CLIENT_CPU)
         try:
-            run_all(chosen, args, upstream_url, results)
+            with redis_servers() as urls:
+                _redis_urls.update(urls)
+                run_all(chosen, args, upstream_url, results)
         finally:
             stop_fake_upstream(upstream)
     except BenchError as failure:

@@ -10,11 +10,11 @@ import time
 from django.conf import settings
 
 from caching.keys import request_hash
-from caching.outcomes import HIT_OUTCOMES, CacheOutcome
+from caching.outcomes import CacheOutcome
+from caching.payload import CachedResponse
 from caching.services import cache_lookup, coalescer
 from cognitude.db import DatabaseUnavailable, db_threads_stop, loop_connections_close
-from organizations.services import AuthFailure
-from proxy.auth import UpstreamProblem, authenticate
+from proxy.auth import UpstreamProblem
 from proxy.catalog import model_retrieve, models_list
 from proxy.feedback import handle_feedback
 from proxy.http import (
@@ -27,7 +27,6 @@ from proxy.http import (
 )
 from proxy.parse import (
     Refusal,
-    api_key_from,
     declared_too_large,
     parse,
     request_headers,
@@ -38,7 +37,8 @@ from proxy.providers.base import close_sessions
 from proxy.record import Record
 from proxy.relay import BYPASS, MISS, Ask, ask_upstream, send_hit
 from proxy.smart import routed_namespace, routing_decision
-from ratelimit.gate import RequestLimits, address_failed, address_refusal, client_address
+from proxy.who import caller_for
+from ratelimit.gate import RequestLimits
 from routing.shared import shared_redis_close
 
 POST_ENDPOINTS = {
@@ -86,7 +86,6 @@ async def handle_post(scope, receive, send, endpoint: str) -> None:
     finally:
         record.emit()
         limits.settle(model=record.model_used or record.model_requested, status=record.status,
-                      hit=record.cache_outcome in HIT_OUTCOMES,
                       prompt_tokens=record.prompt_tokens,
                       completion_tokens=record.completion_tokens)
 
@@ -95,18 +94,9 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
     headers = [(b"x-request-id", record.request_id.encode())]
     incoming = request_headers(scope)
 
-    # Who is calling. An address that keeps sending bad keys is refused from memory,
-    # before any lookup; each failure costs it one Redis call.
-    address = client_address(scope)
-    refused = address_refusal(address)
-    if refused is not None:
-        await respond(send, refused.status, refused.body, [*headers, *refused.headers])
-        return
-    caller = await authenticate(api_key_from(incoming))
-    if isinstance(caller, AuthFailure):
-        await address_failed(address)
-        await respond_error(send, 401, "Invalid or missing API key", headers,
-                            code="invalid_api_key")
+    # Who is calling.
+    caller = await caller_for(scope, send, headers)
+    if caller is None:
         return
     record.org_id, record.api_key_id = caller.org_id, caller.key_id
 
@@ -147,10 +137,12 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
     record.cache_key = key_hash
     record.cache_bypassed = controls.no_cache or controls.no_store
 
-    # May they: every limit and budget that applies, taken in one Redis round trip.
+    # May they: every limit and budget that applies, checked in one Redis round trip (a
+    # miss takes what only a call upstream spends before it goes: `upstream`).
     refused = await limits.take(org_id=caller.org_id, key_id=caller.key_id,
                                 endpoint=request.endpoint, body=limited_body,
-                                body_size=len(raw_body), lease=record.request_id)
+                                body_size=len(raw_body), lease=record.request_id,
+                                routing=caller.routing)
     headers += limits.headers
     if refused is not None:
         record.error_type = refused.reason
@@ -163,7 +155,7 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
     # The cache, then the provider (one call for identical concurrent misses).
     if controls.no_cache:
         record.cache_outcome = CacheOutcome.BYPASS
-        await ask_upstream(send, receive, ask, headers, record)
+        await upstream(send, receive, ask, headers, record, limits)
         return
     if controls.no_store:
         hit = await cache_lookup(org_id=caller.org_id, key_hash=key_hash, ttl=ttl)
@@ -171,7 +163,7 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
             await send_hit(send, hit, request=request, headers=headers, record=record)
             return
         record.cache_outcome = CacheOutcome.MISS
-        await ask_upstream(send, receive, ask, headers, record)
+        await upstream(send, receive, ask, headers, record, limits)
         return
     async with coalescer.turn(org_id=caller.org_id, key_hash=key_hash, ttl=ttl) as turn:
         if turn.hit is not None:
@@ -179,7 +171,19 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
             return
         record.cache_outcome = CacheOutcome.MISS
         ask.lock_token = turn.lock_token
-        turn.result = await ask_upstream(send, receive, ask, headers, record)
+        turn.result = await upstream(send, receive, ask, headers, record, limits)
+
+
+async def upstream(send, receive, ask: Ask, headers: list, record: Record,
+                   limits: RequestLimits) -> CachedResponse | None:
+    """The provider's answer, once the limits that only a call upstream spends (tokens,
+    cost, a slot in flight) are taken; None when refused or nothing was stored."""
+    refused = await limits.take_upstream(headers)
+    if refused is not None:
+        record.error_type = refused.reason
+        await respond(send, refused.status, refused.body, [*headers, *refused.headers])
+        return None
+    return await ask_upstream(send, receive, ask, headers, record)
 
 
 async def handle_models(scope, receive, send, model: str | None) -> None:
@@ -187,13 +191,11 @@ async def handle_models(scope, receive, send, model: str | None) -> None:
     request_id = new_request_id()
     headers = [(b"x-request-id", request_id.encode())]
     try:
-        caller = await authenticate(api_key_from(request_headers(scope)))
+        caller = await caller_for(scope, send, headers)
     except DatabaseUnavailable:
         await database_unavailable(send, request_id)
         return
-    if isinstance(caller, AuthFailure):
-        await respond_error(send, 401, "Invalid or missing API key", headers,
-                            code="invalid_api_key")
+    if caller is None:
         return
     if model is None:
         answer = await models_list(caller=caller)

@@ -1,7 +1,15 @@
-"""The request path's two calls into the limits: `RequestLimits.take` before the cache
-(every limit and budget that applies, taken in one round trip, or a refusal) and
-`RequestLimits.settle` when the request is over (tokens and cost from the real usage,
-the concurrency slot freed); and the limit on failed authentications per address.
+"""The request path's calls into the limits: `RequestLimits.take` before the cache (every
+limit and budget that applies, checked in one round trip, or a refusal), `take_upstream`
+before a call upstream (what only such a call spends: tokens, cost, a slot in flight,
+taken all or none) and `settle` when the request is over (tokens and cost from the real
+usage, the slot freed); and the limit on failed authentications per address.
+
+Why two steps: a cache hit spends no tokens and no money and is over in well under a
+millisecond, so reserving those for it and giving them back would be a second round trip
+on every hit (and the Redis work of both): before the cache, a key over any of its limits
+is refused (it never reaches the cache), and only what a hit spends is taken (a request,
+when hits count); a miss then takes the rest before it goes upstream, atomically, so
+concurrent misses still overrun a budget by at most one reservation.
 
 Estimates, as documented in the README: a request's tokens are its body's bytes / 4
 (a cheap upper-leaning guess at the prompt: JSON punctuation counts too) plus
@@ -19,7 +27,7 @@ import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
@@ -59,6 +67,7 @@ from ratelimit.store import (
     settle_lease,
     settle_rate,
 )
+from routing.table import RoutingTable
 
 logger = logging.getLogger("cognitude.ratelimit")
 
@@ -123,12 +132,19 @@ class Entry:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What applies to one key and model of an organization: the rows that match it (the
-    organization's, its model's, the key's, the key's model's) and its budgets, as the
-    script's keys and a spec to fill in, budgets first (their refusals say the most)."""
+    organization's, its model's, the key's, the key's model's) and its budgets, budgets
+    first (their refusals say the most), as the two calls' keys and specs."""
 
     entries: tuple[Entry, ...]
     keys: list[str]
-    template: str  # reserve_spec with TOKENS and ESTIMATE in it
+    # Before the cache: takes what a hit spends (a request, when hits count) and only
+    # checks the rest; the same string for every request.
+    first: str
+    # Before going upstream: the entries taken then (their indexes in `entries`), and a
+    # reserve_spec with TOKENS and ESTIMATE in it.
+    upstream: tuple[int, ...]
+    upstream_keys: list[str]
+    upstream_template: str
     has_budgets: bool
     # A budget's period ends (Unix time): its key names the period, so a new plan then.
     until: float
@@ -148,6 +164,15 @@ def _rate_entries(org_id: int, spec: LimitSpec) -> list[Entry]:
     return found
 
 
+def _taken_by_hits(entry: Entry) -> bool:
+    return _COUNT_HITS and (entry.what == "rpm" or entry.what == "rpd")
+
+
+def _only_checked(check: Check) -> Check:
+    """The check as the first call makes it: whether one more unit would fit."""
+    return replace(check, cost=1 if check.kind == RATE else 0, only_check=True)
+
+
 def _plan_build(limits: OrgLimits, key_id: int, model: str, now: datetime) -> Plan:
     entries = []
     until = math.inf
@@ -165,8 +190,11 @@ def _plan_build(limits: OrgLimits, key_id: int, model: str, now: datetime) -> Pl
         if spec is not None and spec not in specs:
             specs.append(spec)
             entries += _rate_entries(limits.org_id, spec)
-    checks = [entry.check for entry in entries]
-    return Plan(tuple(entries), [c.key for c in checks], reserve_spec(checks), has_budgets,
+    first = [e.check if _taken_by_hits(e) else _only_checked(e.check) for e in entries]
+    upstream = tuple(i for i, e in enumerate(entries) if not _taken_by_hits(e))
+    upstream_checks = [entries[i].check for i in upstream]
+    return Plan(tuple(entries), [c.key for c in first], reserve_spec(first), upstream,
+                [c.key for c in upstream_checks], reserve_spec(upstream_checks), has_budgets,
                 until)
 
 
@@ -203,6 +231,13 @@ def _estimate(prices: PriceBook, model: str, prompt: int, completion: int) -> in
     return math.ceil(prompt * rates[0] + completion * rates[1])
 
 
+def _priced_as(routing: RoutingTable | None, model: str) -> list[str]:
+    """The models a request for `model` may be answered by: a route's targets (its name
+    is often an alias with no price of its own), else the model itself."""
+    route = routing.routes.get(model) if routing is not None else None
+    return [t.upstream_model for t in route.targets] if route and route.targets else [model]
+
+
 # --- Rebuilding budget counters from the records ---------------------------------------
 
 def _spend_since(key: tuple[int, int | None, float]) -> Decimal:
@@ -217,11 +252,11 @@ def _spend_since(key: tuple[int, int | None, float]) -> Decimal:
 _spends: Snapshots[tuple[int, int | None, float], Decimal] = Snapshots(_spend_since, lambda: 0.0)
 
 
-async def _seeds(org_id: int, plan: Plan, missing: list[int]) -> dict[int, Seed]:
+async def _seeds(org_id: int, entries: list[Entry], missing: list[int]) -> dict[int, Seed]:
     now = timezone.now()
     seeds = {}
     for i in missing:
-        spec, period = plan.entries[i].budget, plan.entries[i].period
+        spec, period = entries[i].budget, entries[i].period
         assert spec is not None and period is not None
         spent = await _spends.get((org_id, spec.key_id, period.start.timestamp()))
         seeds[i] = Seed(units(spent), period.ttl_s(now))
@@ -229,22 +264,16 @@ async def _seeds(org_id: int, plan: Plan, missing: list[int]) -> dict[int, Seed]
     return seeds
 
 
-def _filled(plan: Plan, tokens: int, estimate: int) -> list[Check]:
-    """The plan's checks with this request's costs in (for the rare paths: seeding)."""
-    return [Check(e.check.key, e.check.kind, e.check.limit, e.check.period_ms,
-                  tokens if e.check.cost == TOKENS else estimate if e.check.cost == ESTIMATE
-                  else e.check.cost, e.check.soft) for e in plan.entries]
-
-
-async def _reserve(store: Limiter, org_id: int, plan: Plan, spec: str, tokens: int,
-                   estimate: int, lease: str) -> list:
-    raw = await store.reserve(plan.keys, spec, lease=lease, lease_ms=_LEASE_MS)
+async def _reserve(store: Limiter, org_id: int, entries: list[Entry], checks: list[Check],
+                   keys: list[str], spec: str, lease: str) -> list:
+    """One call's answer (`checks` are `entries`' as sent, their costs filled in: the
+    rare path, when budgets must be rebuilt, sends them again with their seeds)."""
+    raw = await store.reserve(keys, spec, lease=lease, lease_ms=_LEASE_MS)
     missing = missing_of(raw)
     if missing:
-        seeds = await _seeds(org_id, plan, missing)
-        raw = await store.reserve(plan.keys, reserve_spec(_filled(plan, tokens, estimate),
-                                                          seeds),
-                                  lease=lease, lease_ms=_LEASE_MS)
+        seeds = await _seeds(org_id, entries, missing)
+        raw = await store.reserve(keys, reserve_spec(checks, seeds), lease=lease,
+                                  lease_ms=_LEASE_MS)
         # Seeded in the script that takes: a second miss means another flush just now.
         if missing_of(raw):
             raise LimiterDown("budget counters lost twice in a row")
@@ -257,11 +286,11 @@ _NAMES = {"rpm": "requests per minute (RPM)", "rpd": "requests per day (RPD)",
           "tpm": "tokens per minute (TPM)"}
 
 
-def rate_headers(plan: Plan, raw: list) -> list[Header]:
+def rate_headers(entries: tuple[Entry, ...], raw: list) -> list[Header]:
     """OpenAI's six x-ratelimit-* headers for the tightest request and token limits (the
     least remaining; of two alike, the smaller limit)."""
     requests = tokens = None
-    for i, entry in enumerate(plan.entries):
+    for i, entry in enumerate(entries):
         what = entry.what
         if what == "rpm" or what == "rpd":
             found = (raw[5 * i + 1], entry.check.limit, raw[5 * i + 2])
@@ -317,18 +346,20 @@ def _refusal(entry: Entry, o: Outcome, cost: int) -> tuple[float, LimitRefusal]:
         return math.inf, LimitRefusal(429, body, _retry_headers(60_000, retry=False),
                                       f"rate_limit_{entry.what}")
     used = check.limit - max(0, o.remaining)
+    # Before the cache a request's tokens are not counted yet (a hit spends none).
+    requested = f", requested {cost}" if cost else ""
     message = (f"Rate limit reached for {_NAMES[entry.what]} on the {entry.label}: limit "
-               f"{check.limit}, used {used}, requested {cost}. Please try again in "
+               f"{check.limit}, used {used}{requested}. Please try again in "
                f"{openai_duration(o.retry_ms)}.")
     body = error_body(429, message, code="rate_limit_exceeded", type=kind)
     return o.retry_ms, LimitRefusal(429, body, _retry_headers(o.retry_ms),
                                     f"rate_limit_{entry.what}")
 
 
-def _refused(plan: Plan, raw: list, tokens: int, estimate: int) -> LimitRefusal:
+def _refused(entries: list[Entry], raw: list, tokens: int, estimate: int) -> LimitRefusal:
     """The answer for the refusal that stands longest (so a retry after it passes all)."""
     found = []
-    for i, entry in enumerate(plan.entries):
+    for i, entry in enumerate(entries):
         if raw[5 * i] != 1:
             cost = (tokens if entry.what == "tpm" else estimate if entry.what == "budget"
                     else 1)
@@ -346,102 +377,166 @@ def _unavailable() -> LimitRefusal:
 # --- One request's passage ----------------------------------------------------------
 
 @dataclass(slots=True)
+class _Admitted:
+    """A request past the first call: what its call upstream needs to take the rest."""
+
+    org_id: int
+    fail_closed: bool
+    plan: Plan
+    raw: list  # the first call's answer
+    endpoint: str
+    body: dict
+    body_size: int
+    lease: str
+    routing: RoutingTable | None
+
+
+@dataclass(slots=True)
 class _Reservation:
     store: Limiter
     org_id: int
     lease: str
     plan: Plan
-    raw: list  # the script's answer: budgets' generations for their settlements
+    raw: list  # the upstream call's answer: budgets' generations for their settlements
     tokens: int
     estimate: int
     prices: PriceBook | None
 
 
-class RequestLimits:
-    """One request's limits: `take` them before the cache, `settle` once it is over.
-    `headers` are the x-ratelimit-* headers for its answer (none when no limit applies)."""
+async def _take(store: Limiter, org_id: int, fail_closed: bool, entries: list[Entry],
+                checks: list[Check], keys: list[str], spec: str,
+                lease: str) -> tuple[Limiter, list] | LimitRefusal:
+    """One call's answer and the store that gave it: the limits Redis, or while it is
+    down this process's memory (or a refusal, where the organization fails closed)."""
+    try:
+        return store, await _reserve(store, org_id, entries, checks, keys, spec, lease)
+    except LimiterDown:
+        # The script may have run and only its answer been lost: free any slot it took.
+        releases = [c.key for c in checks if c.kind == CONCURRENCY and not c.only_check]
+        if releases and store is not local_limiter():
+            settlements.add(store, org_id, releases, [settle_lease(lease)] * len(releases),
+                            [None] * len(releases))
+        if fail_closed:
+            return _unavailable()
+        store = local_limiter()
+        return store, await _reserve(store, org_id, entries, checks, keys, spec, lease)
 
-    __slots__ = ("headers", "_reservation")
+
+class RequestLimits:
+    """One request's limits: `take` them before the cache, `take_upstream` before a call
+    upstream, `settle` once it is over. `headers` are the x-ratelimit-* headers for its
+    answer (none when no limit applies)."""
+
+    __slots__ = ("headers", "_admitted", "_reservation")
 
     def __init__(self) -> None:
         self.headers: list[Header] = []
+        self._admitted: _Admitted | None = None
         self._reservation: _Reservation | None = None
 
     async def take(self, *, org_id: int, key_id: int, endpoint: str, body: dict,
-                   body_size: int, lease: str) -> LimitRefusal | None:
-        """Take every limit and budget that applies to this request, or none of them
-        and say why not. `lease` names its concurrency slot (the request id)."""
+                   body_size: int, lease: str,
+                   routing: RoutingTable | None = None) -> LimitRefusal | None:
+        """Check every limit and budget that applies to this request and take what a
+        cache hit spends, or take nothing and say why not. `lease` names its
+        concurrency slot (the request id), taken by `take_upstream`; `routing` (the
+        caller's routes) prices a route's name as its dearest target."""
         limits = org_limits.fresh(org_id) or await org_limits.get(org_id)
         if limits.empty:
             return None
-        model = body.get("model") or ""
-        plan = _plan(limits, key_id, model)
+        plan = _plan(limits, key_id, body.get("model") or "")
         if not plan.entries:
             return None
-        prompt, completion = tokens_estimate(endpoint=endpoint, body=body, body_size=body_size)
+        entries = list(plan.entries)
+        answer = await _take(limiter(), org_id, limits.fail_closed, entries,
+                             [e.check if _taken_by_hits(e) else _only_checked(e.check)
+                              for e in entries], plan.keys, plan.first, lease)
+        if isinstance(answer, LimitRefusal):
+            return answer
+        _, raw = answer
+        self.headers = rate_headers(plan.entries, raw)
+        if not all_ok(raw):
+            return _refused(entries, raw, 0, 0)
+        self._admitted = _Admitted(org_id, limits.fail_closed, plan, raw, endpoint, body,
+                                   body_size, lease, routing)
+        return None
+
+    async def take_upstream(self, headers: list[Header]) -> LimitRefusal | None:
+        """Take the tokens, the cost estimate and the slot in flight of a request about
+        to go upstream, all or none; `headers` (the answer's, `headers` of `take` among
+        them) get the x-ratelimit-* headers of what it took."""
+        admitted, self._admitted = self._admitted, None
+        if admitted is None or not admitted.plan.upstream:
+            return None
+        plan = admitted.plan
+        model = admitted.body.get("model") or ""
+        prompt, completion = tokens_estimate(endpoint=admitted.endpoint, body=admitted.body,
+                                             body_size=admitted.body_size)
         tokens, estimate, prices = prompt + completion, 0, None
         if plan.has_budgets:
             prices = price_books.fresh(None) or await price_books.get(None)
-            estimate = _estimate(prices, model, prompt, completion)
-        spec = plan.template.format(t=tokens, e=estimate)
-        store = limiter()
-        try:
-            raw = await _reserve(store, org_id, plan, spec, tokens, estimate, lease)
-        except LimiterDown:
-            # The script may have run and only its answer been lost: free any slot it took.
-            releases = [e.check.key for e in plan.entries if e.what == "concurrent"]
-            if releases and store is not local_limiter():
-                settlements.add(store, org_id, releases, [settle_lease(lease)] * len(releases),
-                                [None] * len(releases))
-            if limits.fail_closed:
-                return _unavailable()
-            store = local_limiter()
-            raw = await _reserve(store, org_id, plan, spec, tokens, estimate, lease)
-        self.headers = rate_headers(plan, raw)
+            estimate = max(_estimate(prices, name, prompt, completion)
+                           for name in _priced_as(admitted.routing, model))
+        entries = [plan.entries[i] for i in plan.upstream]
+        checks = [replace(e.check, cost=tokens if e.check.cost == TOKENS else
+                          estimate if e.check.cost == ESTIMATE else e.check.cost)
+                  for e in entries]
+        answer = await _take(limiter(), admitted.org_id, admitted.fail_closed, entries,
+                             checks, plan.upstream_keys,
+                             plan.upstream_template.format(t=tokens, e=estimate),
+                             admitted.lease)
+        if isinstance(answer, LimitRefusal):
+            return answer
+        store, raw = answer
+        merged = list(admitted.raw)
+        for at, i in enumerate(plan.upstream):
+            merged[5 * i:5 * i + 5] = raw[5 * at:5 * at + 5]
+        self.headers = rate_headers(plan.entries, merged)
+        headers[:] = [h for h in headers if not h[0].startswith(b"x-ratelimit-")]
+        headers += self.headers
         if not all_ok(raw):
-            return _refused(plan, raw, tokens, estimate)
-        self._reservation = _Reservation(store, org_id, lease, plan, raw, tokens, estimate,
-                                         prices)
+            return _refused(entries, raw, tokens, estimate)
+        self._reservation = _Reservation(store, admitted.org_id, admitted.lease, plan, raw,
+                                         tokens, estimate, prices)
         return None
 
-    def settle(self, *, model: str, status: int, hit: bool, prompt_tokens: int,
+    def settle(self, *, model: str, status: int, prompt_tokens: int,
                completion_tokens: int) -> None:
-        """Settle what `take` reserved with what the request really used (in the
-        background: the answer has gone)."""
+        """Settle what `take_upstream` reserved with what the request really used (in
+        the background: the answer has gone). A request that did not go upstream took
+        nothing to settle."""
+        self._admitted = None
         taken, self._reservation = self._reservation, None
         if taken is None:
             return
         keys: list[str] = []
         items: list[str] = []
         notes: list[Entry | None] = []
-        for i, entry in enumerate(taken.plan.entries):
+        for at, i in enumerate(taken.plan.upstream):
+            entry = taken.plan.entries[i]
             what, check = entry.what, entry.check
             if what == "tpm":
-                # No usage on an answered miss (a stream cut short): keep the estimate.
+                # No usage on an answered call (a stream cut short): keep the estimate.
                 used = (prompt_tokens + completion_tokens if prompt_tokens or completion_tokens
-                        else 0 if hit or status != 200 else taken.tokens)
+                        else 0 if status != 200 else taken.tokens)
                 if used == taken.tokens:
                     continue
                 item = settle_rate(check, used - taken.tokens)
             elif what == "rpm" or what == "rpd":
-                if not hit or _COUNT_HITS:
-                    continue
-                item = settle_rate(check, -1)
+                continue  # a request it stays
             elif what == "concurrent":
                 item = settle_lease(taken.lease)
             else:
-                real = 0  # a hit spends nothing
-                if not hit:
-                    assert taken.prices is not None
-                    cost, _ = request_costs(prices=taken.prices, model=model, hit=hit,
-                                            status=status, prompt_tokens=prompt_tokens,
-                                            completion_tokens=completion_tokens,
-                                            at=timezone.now())
-                    real = units(cost) if cost is not None else 0
-                generation = taken.raw[5 * i + 4]
+                assert taken.prices is not None
+                cost, _ = request_costs(prices=taken.prices, model=model, hit=False,
+                                        status=status, prompt_tokens=prompt_tokens,
+                                        completion_tokens=completion_tokens,
+                                        at=timezone.now())
+                real = units(cost) if cost is not None else 0
+                generation = taken.raw[5 * at + 4]
                 item = settle_budget(check, real - taken.estimate,
                                      generation.decode() if generation else "")
-                _budget_progress(taken.org_id, entry, taken.raw[5 * i + 1], real)
+                _budget_progress(taken.org_id, entry, taken.raw[5 * at + 1], real)
             keys.append(check.key)
             items.append(item)
             notes.append(entry if what == "budget" else None)

@@ -24,6 +24,11 @@ the request's lease id and the lease's length in ms. Kinds:
   while s >= cap, so concurrent requests overrun it by at most one reservation.
   `b,cap,estimate,hard (1/0),seed` with seed '' or `spend:generation:ttl`.
 
+A kind in capitals (`G`, `C`, `B`) only checks: it answers as its lower-case kind would
+(a rate with the cost given) but takes nothing, so a request can be refused before the
+cache for a limit that a cache hit would not spend (tokens, spend, a slot in flight),
+and take those only when it goes upstream (ratelimit.gate says why).
+
 Returns {-1, i, ...} (seed budgets i first), or 5 values per check: ok (1/0), remaining,
 reset ms, retry ms, generation.
 """
@@ -40,6 +45,8 @@ local out, missing, take = {}, {}, {}
 local all_ok = true
 for i, check in ipairs(checks) do
   local kind, n, key = check[1], check[2], KEYS[i]
+  local only_check = kind < 'a'
+  if only_check then kind = string.lower(kind) end
   local ok, remaining, reset, retry, gen = 1, 0, 0, 0, ''
   if kind == 'g' then
     local period, cost = check[3], check[4]
@@ -50,10 +57,15 @@ for i, check in ipairs(checks) do
     if after - period > now then
       ok, retry = 0, math.ceil(after - period - now)
       remaining, reset = math.floor((period - (tat - now)) / step), math.ceil(tat - now)
+    elseif only_check then
+      remaining, reset = math.floor((period - (tat - now)) / step), math.ceil(tat - now)
     else
       take[i] = after
       remaining, reset = math.floor((period - (after - now)) / step), math.ceil(after - now)
     end
+  elseif only_check and kind == 'c' then
+    local count = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+    if count >= n then ok, remaining = 0, 0 else remaining = n - count end
   elseif kind == 'c' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     local count = redis.call('ZCARD', key)
@@ -75,7 +87,7 @@ for i, check in ipairs(checks) do
     if spent then
       spent = tonumber(spent)
       remaining = n - spent
-      if check[4] == 1 and spent >= n then ok = 0 else take[i] = check[3] end
+      if check[4] == 1 and spent >= n then ok = 0 elseif not only_check then take[i] = check[3] end
     end
   end
   if ok == 0 then all_ok = false end

@@ -40,6 +40,7 @@ class Check:
     period_ms: int = 0
     cost: int | str = 0
     soft: bool = False  # a budget that allows and records instead of refusing
+    only_check: bool = False  # answer as if taken, take nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +66,15 @@ def reserve_spec(checks: list[Check], seeds: dict[int, Seed] | None = None) -> s
     """RESERVE's ARGV[3] for these checks (seeds: budget index -> the spend to start at)."""
     parts = []
     for i, check in enumerate(checks):
+        kind = check.kind.upper() if check.only_check else check.kind
         if check.kind == RATE:
-            parts.append(f"g,{check.limit},{check.period_ms},{check.cost},")
+            parts.append(f"{kind},{check.limit},{check.period_ms},{check.cost},")
         elif check.kind == CONCURRENCY:
-            parts.append(f"c,{check.limit},,,")
+            parts.append(f"{kind},{check.limit},,,")
         else:
             seed = (seeds or {}).get(i)
             found = f"{seed.units}:{secrets.token_hex(6)}:{seed.ttl_s}" if seed else ""
-            parts.append(f"b,{check.limit},{check.cost},{0 if check.soft else 1},{found}")
+            parts.append(f"{kind},{check.limit},{check.cost},{0 if check.soft else 1},{found}")
     return ";".join(parts)
 
 
@@ -210,6 +212,8 @@ class LocalLimiter:
         now = self._now()
         self._prune(now)
         checks = [part.split(",") for part in spec.split(";")]
+        only_check = [kind.isupper() for kind, *_ in checks]
+        checks = [[kind.lower(), *rest] for kind, *rest in checks]
         missing = []
         for i, (kind, _, _, _, seed) in enumerate(checks):
             if kind != BUDGET:
@@ -228,7 +232,7 @@ class LocalLimiter:
             return [-1, *missing]
         out: list = []
         takes = []
-        for key, (kind, a, b, c, _) in zip(keys, checks, strict=True):
+        for key, (kind, a, b, c, _), check_only in zip(keys, checks, only_check, strict=True):
             n = int(a)
             if kind == RATE:
                 period, cost = int(b), int(c)
@@ -238,6 +242,9 @@ class LocalLimiter:
                 if after - period > now:
                     out += [0, math.floor((period - (tat - now)) / step), math.ceil(tat - now),
                             math.ceil(after - period - now), b""]
+                elif check_only:
+                    out += [1, math.floor((period - (tat - now)) / step), math.ceil(tat - now),
+                            0, b""]
                 else:
                     takes.append((kind, key, after))
                     out += [1, math.floor((period - (after - now)) / step),
@@ -248,13 +255,15 @@ class LocalLimiter:
                     del leases[expired]
                 if len(leases) >= n:
                     out += [0, 0, 0, 0, b""]
+                elif check_only:
+                    out += [1, n - len(leases), 0, 0, b""]
                 else:
                     takes.append((kind, key, None))
                     out += [1, n - len(leases) - 1, 0, 0, b""]
             else:
                 state = self._budgets[key]
                 ok = c == "0" or state[0] < n
-                if ok:
+                if ok and not check_only:
                     takes.append((kind, key, int(b)))
                 out += [1 if ok else 0, n - state[0], 0, 0, state[1].encode()]
         if all_ok(out):

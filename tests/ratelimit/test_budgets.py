@@ -54,6 +54,23 @@ def test_it_overruns_a_budget_by_at_most_one_estimate_under_50_concurrent(limits
     assert {r.error_type for r in records if r.status == 429} == {"budget_day"}
 
 
+def test_it_prices_a_route_alias_as_its_target_when_reserving(limits_gateway, priced):
+    from tests.routing.helpers import make_route
+    # The alias has no price of its own: reserved at 0, all 50 would get through.
+    from organizations.models import Provider
+
+    provider = Provider.objects.get(organization=priced.a.org)
+    make_route(priced.a.org, "house-model", (provider, "gpt-4o-mini"))
+    set_budget(priced.a, "0.01")
+    bodies = [{**expensive(f"alias {i}", "[[fault:delay_ms=300]]"), "model": "house-model"}
+              for i in range(50)]
+    counts = statuses(burst(limits_gateway.url, priced.a.raw_key, bodies))
+    assert set(counts) == {200, 429}, counts
+    records = records_of(priced.a.org, 50)
+    spent = sum((r.cost for r in records), Decimal(0))
+    assert Decimal("0.01") <= spent <= Decimal("0.01") + max(estimate(b) for b in bodies)
+
+
 def test_it_lets_requests_through_a_soft_budget_and_records_the_crossing(limits_gateway,
                                                                         priced):
     budget = set_budget(priced.a, "0.003", soft=True)

@@ -1,6 +1,7 @@
 """Limits as a client meets them: the official SDK and plain HTTP against live gateways
 sharing the test Redis."""
 
+import concurrent.futures
 import contextlib
 import math
 import re
@@ -189,6 +190,37 @@ def test_it_holds_a_concurrency_limit_under_50_parallel_streams(limits_gateway, 
     assert statuses(again) == {200: 5}
 
 
+def test_it_lets_cache_hits_through_a_concurrency_limit_they_do_not_hold(limits_gateway,
+                                                                        live_world):
+    # A hit is over in well under a millisecond and spends nothing upstream: it is
+    # checked against the limit (below) but holds no slot.
+    set_limits(live_world.a, concurrent_requests=1)
+    assert post(limits_gateway.url, live_world.a.raw_key, chat("warm")).status_code == 200
+    hits = burst(limits_gateway.url, live_world.a.raw_key, [chat("warm")] * 20)
+    assert statuses(hits) == {200: 20}
+    assert {r.headers["x-cognitude-cache"] for r in hits} == {"HIT"}
+
+
+def test_it_refuses_a_hit_while_the_slots_are_taken(limits_gateway, live_world):
+    set_limits(live_world.a, concurrent_requests=1)
+    assert post(limits_gateway.url, live_world.a.raw_key, chat("cached")).status_code == 200
+
+    def slow() -> httpx.Response:
+        return post(limits_gateway.url, live_world.a.raw_key,
+                    chat("slow [[fault:chunk_delay_ms=400]]", stream=True))
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        holder = pool.submit(slow)
+        time.sleep(0.3)  # the stream has its slot
+        hit = post(limits_gateway.url, live_world.a.raw_key, chat("cached"))
+        assert holder.result().status_code == 200
+    assert hit.status_code == 429, hit.text
+    assert hit.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "x-cognitude-cache" not in hit.headers
+    # The slot came back with the stream's end, and the hit is served again.
+    assert post(limits_gateway.url, live_world.a.raw_key, chat("cached")).status_code == 200
+
+
 def test_it_never_lets_one_orgs_limits_throttle_another(limits_gateway, live_world):
     set_limits(live_world.a, requests_per_minute=5)
     a = burst(limits_gateway.url, live_world.a.raw_key, [chat("a")] * 10)
@@ -257,6 +289,25 @@ def test_it_refuses_an_address_that_keeps_sending_bad_keys(django_db_blocker, li
     assert int(flood[7].headers["retry-after"]) >= 1
     assert other.status_code == 200
     assert blocked_good.status_code == 429
+
+
+def test_it_counts_bad_keys_on_the_models_endpoint_too(django_db_blocker, live_world):
+    with django_db_blocker.unblock():
+        gateway = start_gateway({"REDIS_URL": TEST_REDIS_URL,
+                                 "COGNITUDE_LIMITS_UNAUTHENTICATED_PER_MINUTE": "3"})
+    try:
+        flood = [httpx.get(gateway.url + "/v1/models", timeout=30, headers={
+            "Authorization": f"Bearer cog_{'y' * 38}", "X-Forwarded-For": "203.0.113.9"})
+            for _ in range(6)]
+        # The address is held to it on every endpoint, whichever it flooded.
+        chat_after = post(gateway.url, live_world.a.raw_key, chat("ok"),
+                          **{"X-Forwarded-For": "203.0.113.9"})
+    finally:
+        gateway.stop()
+    # As on every endpoint: the failure over the limit is the last 401, then refusals.
+    assert [r.status_code for r in flood] == [401] * 4 + [429] * 2
+    assert flood[5].json()["error"]["code"] == "rate_limit_exceeded"
+    assert chat_after.status_code == 429
 
 
 def test_it_gives_back_the_slots_of_a_process_that_died(live_world, django_db_blocker,

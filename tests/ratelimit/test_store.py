@@ -206,3 +206,30 @@ def test_it_leaves_a_rebuilt_budget_alone_when_an_old_reservation_settles(store)
 
     [after] = run(store, steps)
     assert after.remaining == 10_000 - 1300
+
+
+def test_it_checks_without_taking(store):
+    """The first call of a request (before the cache) checks tokens, spend and slots
+    without taking them: a cache hit spends none."""
+    tpm = Check(key("tpm"), RATE, 1000, MINUTE, 600)
+    slots = Check(key("conc"), CONCURRENCY, 1)
+    budget = Check(key("budget"), BUDGET, 1000, cost=400)
+    seeds = {2: Seed(0, 3600)}
+    checked = [Check(c.key, c.kind, c.limit, c.period_ms, 1 if c.kind == RATE else 0,
+                     only_check=True) for c in (tpm, slots, budget)]
+
+    async def steps(s):
+        looks = [await reserve(s, checked, lease="look", seeds=seeds) for _ in range(3)]
+        taken = await reserve(s, [tpm, slots, budget], lease="a")
+        full = await reserve(s, checked, lease="look")
+        return looks, taken, full
+
+    looks, taken, full = run(store, steps)
+    for look in looks:  # asked three times, nothing taken
+        assert [o.ok for o in look] == [True, True, True]
+        assert [o.remaining for o in look] == [1000, 1, 1000]
+    assert [o.ok for o in taken] == [True, True, True]
+    assert [o.remaining for o in taken][:2] == [400, 0]
+    # Now the slot is held: a check is refused for it, and the tokens show what is left.
+    assert [o.ok for o in full] == [True, False, True]
+    assert 400 <= full[0].remaining <= 402 and full[2].remaining == 600
