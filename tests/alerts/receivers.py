@@ -102,6 +102,12 @@ class _Inbox:
         self.messages: list[EmailMessage] = []
         self.recipients: list[list[str]] = []
 
+    async def handle_RCPT(self, server, session, envelope, address, options) -> str:  # noqa: N802
+        if address.startswith("nobody@"):
+            return "550 5.1.1 No such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's)
         self.messages.append(message_from_bytes(envelope.original_content,
                                                 policy=policy.default))
@@ -110,7 +116,8 @@ class _Inbox:
 
 
 class SmtpReceiver:
-    """An SMTP server on loopback that keeps every message it accepts."""
+    """An SMTP server on loopback that keeps every message it accepts; it refuses
+    mailboxes named nobody@ (a permanent 550)."""
 
     def __init__(self) -> None:
         self.port = free_port()

@@ -329,6 +329,13 @@ def test_it_emails_a_resolved_notice(smtp):
     assert "no longer > $10.00" in message.get_body(("plain",)).get_content()
 
 
+def test_it_calls_a_refused_mailbox_permanent(smtp):
+    with pytest.raises(DeliveryError) as raised:
+        Email(target="nobody@example.com").send(make_notification())
+    assert raised.value.retryable is False and "No such mailbox" in raised.value.response
+    assert smtp.messages == []
+
+
 def test_it_calls_an_unreachable_smtp_server_retryable(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", HttpReceiver().port  # closed
