@@ -148,6 +148,9 @@ def test_it_serves_known_keys_through_a_database_outage_and_records_everything_o
                what="every answered request's record")
     print("records landed", time.monotonic() - back, "s after the database came back")
     assert all(count == 1 for _, count in recorded())
+    # The worker retried its batches through the outage, and is still the same process.
+    assert any("retry" in line.lower() for line in outage.worker.log)
+    assert outage.worker.process.poll() is None
     entries = outage.rows(f"SELECT key_hash, hits FROM {CacheEntry._meta.db_table} "
                           "WHERE organization_id = %s", [org.pk])
     # One entry per distinct question (six); the one asked three times was hit twice.
