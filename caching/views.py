@@ -2,11 +2,10 @@
 
 import orjson
 from django.http import HttpRequest, HttpResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_http_methods
 
 from caching.services import cache_clear, cache_stats
 from cognitude.db import run_in_db_thread
+from cognitude.error_views import json_methods
 from cognitude.errors import error_body
 from organizations.keys import key_from_headers
 from organizations.services import api_key_authenticate
@@ -26,7 +25,7 @@ async def _org_id_for(request: HttpRequest) -> int | None:
 _UNAUTHORIZED = error_body(401, "Invalid or missing API key", code="invalid_api_key")
 
 
-@require_http_methods(["GET"])
+@json_methods("GET")
 async def stats(request: HttpRequest) -> HttpResponse:
     org_id = await _org_id_for(request)
     if org_id is None:
@@ -35,8 +34,7 @@ async def stats(request: HttpRequest) -> HttpResponse:
     return _json(200, orjson.dumps(result))
 
 
-@csrf_exempt
-@require_http_methods(["DELETE"])
+@json_methods("DELETE")
 async def clear(request: HttpRequest) -> HttpResponse:
     org_id = await _org_id_for(request)
     if org_id is None:

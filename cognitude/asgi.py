@@ -10,12 +10,26 @@ import os
 
 from django.conf import settings
 from django.core.asgi import get_asgi_application
+from django.core.signals import request_finished
+from django.db import connections
 
 from cognitude.errors import error_body
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cognitude.settings")
 
 django_application = get_asgi_application()
+
+
+def _close_request_connections(**kwargs) -> None:
+    # Django runs each request's synchronous part in a thread of its own (asgiref's
+    # ThreadSensitiveContext), so a database connection kept for CONN_MAX_AGE is never
+    # used again: it lingers until garbage collection, and a few concurrent clients of
+    # /api exhausted PostgreSQL's max_connections (84 connections from 8 clients,
+    # tests/badinput). Closed with the request instead, in the request's own thread.
+    connections.close_all()
+
+
+request_finished.connect(_close_request_connections)
 
 from proxy.app import application as gateway_application  # noqa: E402  (needs Django set up)
 

@@ -288,7 +288,8 @@ def embedding_reply(body: dict[str, Any], model: str) -> tuple[Reply, str]:
     if not all(isinstance(item, (str, list)) and item for item in inputs):
         raise BadRequest(400, "'input' must be a non-empty string or array.", param="input")
     dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
-    if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_EMBEDDING_DIMENSIONS:
+    if (not isinstance(dimensions, int) or isinstance(dimensions, bool)
+            or not 1 <= dimensions <= MAX_EMBEDDING_DIMENSIONS):
         raise BadRequest(
             400,
             f"'dimensions' must be an integer from 1 to {MAX_EMBEDDING_DIMENSIONS}.",

@@ -64,7 +64,11 @@ def read_input(body: dict[str, Any]) -> list[Any]:
 def chosen_function(body: dict[str, Any], items: list[Any]) -> dict[str, Any] | None:
     """The function tool the fake calls, if any: none after a tool's output, else the
     named one, else the first (tool_choice "auto" or "required")."""
-    tools = [tool for tool in body.get("tools") or []
+    given = body.get("tools") or []
+    if not isinstance(given, list):
+        raise BadRequest(400, "Invalid type for 'tools': expected an array.", param="tools",
+                         code="invalid_type")
+    tools = [tool for tool in given
              if isinstance(tool, dict) and tool.get("type") == "function"]
     choice = body.get("tool_choice", "auto")
     last = items[-1]

@@ -8,11 +8,13 @@ analytics takes any key; managing (ManagementApi) takes an admin-scoped key or a
 member, and writing takes an owner or admin.
 """
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -115,12 +117,36 @@ def organization_for_request(request: Request) -> Organization:
         ) from None
 
 
+class RequestBodyTooLarge(exceptions.APIException):
+    status_code = 413
+    default_code = "request_too_large"
+
+
+class JsonBodyParser(JSONParser):
+    """JSON bodies only (a form or multipart body is a 415, not an empty form whose
+    booleans read as false), at most DATA_UPLOAD_MAX_MEMORY_SIZE bytes (DRF reads the
+    stream itself, past Django's check), and nesting too deep for Python's parser is
+    a 400, not a RecursionError."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        request = (parser_context or {}).get("request")
+        length = request.META.get("CONTENT_LENGTH") if request is not None else None
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and length and length.isdigit() and int(length) > limit:
+            raise RequestBodyTooLarge(f"The request body is over {limit} bytes")
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+
+
 class OrganizationApi(APIView):
     """Authentication, the organization, and OpenAI-style errors for the views below."""
 
     authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [IsMemberOrApiKey]
     renderer_classes = [JSONRenderer]
+    parser_classes = [JsonBodyParser]
     domain_errors: dict[type[Exception], tuple[int, str]] = {
         OrganizationNotFound: (404, "not_found"),
     }

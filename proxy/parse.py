@@ -65,11 +65,35 @@ def _stateful(endpoint: str, body: dict) -> bool:
         or body.get("background") is True)
 
 
+# orjson reads JSON nested up to 1,024 levels but writes at most ~254, and the cache key
+# and the provider adapters write the body again (wrapped a level or two deeper).
+_MAX_DEPTH = 250
+# Below this many brackets a body cannot be nested too deeply: counting them is a memchr
+# scan, so an ordinary request costs no second serialisation.
+_NESTING_SUSPECT = _MAX_DEPTH - 1
+
+
+def _too_deep(raw_body: bytes, body: object) -> bool:
+    if raw_body.count(b"[") + raw_body.count(b"{") < _NESTING_SUSPECT:
+        return False
+    wrapped: object = body
+    for _ in range(255 - _MAX_DEPTH):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except orjson.JSONEncodeError:
+        return True
+    return False
+
+
 def parse(endpoint: str, headers: dict[bytes, bytes], raw_body: bytes) -> Request | Refusal:
     try:
         body = orjson.loads(raw_body)
     except orjson.JSONDecodeError:
         return Refusal(400, "The request body is not valid JSON", "invalid_json")
+    if _too_deep(raw_body, body):
+        return Refusal(400, f"The request body is nested more than {_MAX_DEPTH} levels deep",
+                       "invalid_json")
     invalid = validate(endpoint, body)
     if invalid is not None:
         return Refusal(400, invalid.message, "invalid_request", invalid.param)

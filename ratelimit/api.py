@@ -87,6 +87,10 @@ def _limits_data(limits: list) -> list[dict]:
     return LimitOutputSerializer(limits, many=True).data
 
 
+# The columns are PostgreSQL integers: a bigger number is a 400, not the database's error.
+LIMIT_MAX = 2**31 - 1
+
+
 class LimitInputSerializer(serializers.Serializer):
     class Meta:
         ref_name = "LimitInput"
@@ -95,10 +99,14 @@ class LimitInputSerializer(serializers.Serializer):
                                     help_text="A key's prefix (cog_ and 8 characters); "
                                               "leave out for the organization")
     model = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
-    requests_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=0)
-    tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=0)
-    requests_per_day = serializers.IntegerField(required=False, allow_null=True, min_value=0)
-    concurrent_requests = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    requests_per_minute = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=LIMIT_MAX)
+    tokens_per_minute = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=LIMIT_MAX)
+    requests_per_day = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=LIMIT_MAX)
+    concurrent_requests = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=LIMIT_MAX)
 
 
 class LimitsApi(_Api):

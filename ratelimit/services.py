@@ -41,6 +41,14 @@ def _audit(*, organization: Organization, target: str, subject: str, actor: Acto
                                    old=old, new=new)
 
 
+def _lock_scopes(organization: Organization) -> None:
+    """Take the organization's row for the rest of the transaction. A scope's limit or
+    budget row that does not exist yet cannot be locked, so two requests setting it at
+    once would both insert it and the second would fail on the unique constraint."""
+    list(Organization.objects.select_for_update().filter(pk=organization.pk)
+         .values_list("pk", flat=True))
+
+
 def _check_key(organization: Organization, api_key: ApiKey | None) -> None:
     if api_key is not None and api_key.organization_id != organization.pk:
         raise ValidationError("That API key belongs to another organization")
@@ -66,6 +74,7 @@ def limit_set(*, organization: Organization, api_key: ApiKey | None = None, mode
     if len(model) > Limit._meta.get_field("model").max_length:
         raise ValidationError("That model name is too long")
     with transaction.atomic():
+        _lock_scopes(organization)
         limit = (Limit.objects.select_for_update()
                  .filter(organization=organization, api_key=api_key, model=model).first())
         old = _limit_values(limit)
@@ -112,6 +121,7 @@ def budget_set(*, organization: Organization, api_key: ApiKey | None = None, per
     if limit_usd.adjusted() >= 10:
         raise ValidationError("That budget is too large")
     with transaction.atomic():
+        _lock_scopes(organization)
         budget = (Budget.objects.select_for_update()
                   .filter(organization=organization, api_key=api_key, period=period).first())
         old = _budget_values(budget)
