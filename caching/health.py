@@ -5,11 +5,13 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from cognitude.redis_urls import sync_redis
+
 
 def hot_tier_health(*, timeout: float = 0.5) -> dict:
     if not settings.REDIS_URL:
         return {"status": "embedded", "detail": "in-process hot tier (REDIS_URL not set)"}
-    client = redis.Redis.from_url(
+    client = sync_redis(
         settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
     )

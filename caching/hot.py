@@ -12,13 +12,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from caching.keys import redis_hits_key, redis_index_key, redis_key, redis_lock_key
 from caching.outcomes import CacheTier
+from cognitude.redis_urls import async_redis
 
 logger = logging.getLogger("cognitude.caching")
 
@@ -75,7 +75,8 @@ class RedisHotTier:
     kind = CacheTier.REDIS
 
     def __init__(self, url: str, *, timeout: float, breaker_seconds: float) -> None:
-        self._client = aioredis.Redis.from_url(
+        # A Sentinel URL gives a client that finds the master itself (redis_urls.py).
+        self._client = async_redis(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,

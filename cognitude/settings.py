@@ -15,6 +15,8 @@ import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from cognitude.redis_urls import django_cache_location, is_redis_url, is_sentinel_url
+
 env = environ.Env()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -148,16 +150,19 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # --- Hot tier and Django's cache ------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")
-if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-    raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+# A Sentinel set too: redis+sentinel://host1:26379,host2:26379/mymaster/0 (redis_urls.py).
+if REDIS_URL and not is_redis_url(REDIS_URL):
+    raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss://, unix:// or "
+                               "redis+sentinel://host:port[,host:port...]/service[/db]")
 
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": django_cache_location(REDIS_URL)[0],
             "KEY_PREFIX": "django",
             "OPTIONS": {
+                **django_cache_location(REDIS_URL)[1],
                 "SOCKET_CONNECT_TIMEOUT": 0.5,
                 "SOCKET_TIMEOUT": 0.5,
                 # Django's cache (sessions, dashboard) is a convenience: Redis down must
@@ -222,7 +227,9 @@ def _redis_server(url: str) -> tuple[str | None, int | str]:
 
 
 # Another database number is the same server, and eviction is the server's policy.
+# (A Sentinel set's servers are known only to its Sentinels: not checked.)
 if (CELERY_BROKER_URL.startswith(("redis://", "rediss://")) and REDIS_URL
+        and not is_sentinel_url(REDIS_URL)
         and _redis_server(CELERY_BROKER_URL) == _redis_server(REDIS_URL)):
     raise ImproperlyConfigured(
         "CELERY_BROKER_URL must not be on the hot-tier Redis server (REDIS_URL): that "
@@ -303,10 +310,10 @@ COGNITUDE_ANTHROPIC_DEFAULT_MAX_TOKENS = _env_value("COGNITUDE_ANTHROPIC_DEFAULT
 # whose LRU may drop a window's counts under memory pressure (budgets are then rebuilt
 # from the records). No Redis at all: this process's memory (the embedded defaults).
 COGNITUDE_LIMITS_REDIS_URL = env("COGNITUDE_LIMITS_REDIS_URL", default=REDIS_URL)
-if COGNITUDE_LIMITS_REDIS_URL and not COGNITUDE_LIMITS_REDIS_URL.startswith(
-        ("redis://", "rediss://", "unix://")):
+if COGNITUDE_LIMITS_REDIS_URL and not is_redis_url(COGNITUDE_LIMITS_REDIS_URL):
     raise ImproperlyConfigured(
-        "COGNITUDE_LIMITS_REDIS_URL must start with redis://, rediss:// or unix://")
+        "COGNITUDE_LIMITS_REDIS_URL must start with redis://, rediss://, unix:// or "
+        "redis+sentinel://")
 # The longest a request waits on the limits Redis before its organization's policy
 # decides: fail open (served, held to per-process limits) or closed (503).
 COGNITUDE_LIMITS_REDIS_TIMEOUT = _env_value("COGNITUDE_LIMITS_REDIS_TIMEOUT", float, 0.5)

@@ -5,6 +5,8 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from cognitude.redis_urls import sync_redis
+
 _EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu",
              "volatile-random", "volatile-ttl")
 
@@ -14,7 +16,7 @@ def limits_health(*, timeout: float = 0.5) -> dict:
     if not url:
         return {"status": "embedded",
                 "detail": "in-process limits (COGNITUDE_LIMITS_REDIS_URL not set)"}
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+    client = sync_redis(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                   retry=Retry(NoBackoff(), 0))
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")

@@ -7,7 +7,11 @@ gateway's CPU is the limits' cost on a hit. Through redis-py's asyncio client a 
 cost ~150 µs of CPU here (a pool checkout, a retry wrapper, per-read timeouts, argument
 packing in Python), about a third of a whole cache hit; through this ~25 µs, and a busy
 process sends many calls in one write. It speaks only what the limits need: commands
-and their replies, AUTH and SELECT from the URL, TLS for rediss://.
+and their replies, AUTH and SELECT from the URL, TLS for rediss://, and a Sentinel set
+(redis+sentinel://, cognitude/redis_urls.py): each new connection asks the Sentinels for
+the master (SENTINEL get-master-addr-by-name) and checks its ROLE, so after a failover
+the next connection finds the new master; a connection whose server answers READONLY (a
+master demoted under it) is dropped, so the next call discovers again.
 """
 
 import asyncio
@@ -16,6 +20,8 @@ from collections import deque
 from urllib.parse import unquote, urlsplit
 
 import hiredis
+
+from cognitude.redis_urls import SentinelSet, is_sentinel_url, sentinel_set
 
 
 class RespError(Exception):
@@ -82,6 +88,11 @@ class _Protocol(asyncio.Protocol):
                 continue  # it timed out, or its caller went away
             if isinstance(reply, hiredis.ReplyError):
                 future.set_exception(RespError(str(reply)))
+                if str(reply).startswith("READONLY") and self.lost is None:
+                    # A replica now (a failover demoted it): the next call reconnects,
+                    # and with Sentinel, finds the new master.
+                    self.lost = ConnectionResetError("the limits Redis is read-only now")
+                    self.transport.close()
             else:
                 future.set_result(reply)
 
@@ -95,12 +106,19 @@ class _Protocol(asyncio.Protocol):
 
 class RespClient:
     def __init__(self, url: str, *, timeout: float) -> None:
+        self._sentinel: SentinelSet | None = None
+        if is_sentinel_url(url):
+            self._sentinel = found = sentinel_set(url)
+            # The data node's address comes from the Sentinels; the rest as a URL's.
+            url = f"{'rediss' if found.ssl else 'redis'}://sentinel/{found.db}"
         parts = urlsplit(url)
         self._unix = parts.path if parts.scheme == "unix" else None
         self._host, self._port = parts.hostname or "localhost", parts.port or 6379
         self._ssl = ssl.create_default_context() if parts.scheme == "rediss" else None
         self._username = unquote(parts.username) if parts.username else None
         self._password = unquote(parts.password) if parts.password else None
+        if self._sentinel is not None:
+            self._username, self._password = self._sentinel.username, self._sentinel.password
         db = parts.path.lstrip("/") if self._unix is None else ""
         self._db = int(db) if db else 0
         self._timeout = timeout
@@ -109,13 +127,16 @@ class RespClient:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
+        host, port = self._host, self._port
+        if self._sentinel is not None:
+            host, port = await self._master_address()
         async with asyncio.timeout(self._timeout):
             if self._unix is not None:
                 _, protocol = await loop.create_unix_connection(
                     lambda: _Protocol(self._timeout), self._unix)
             else:
                 _, protocol = await loop.create_connection(
-                    lambda: _Protocol(self._timeout), self._host, self._port, ssl=self._ssl)
+                    lambda: _Protocol(self._timeout), host, port, ssl=self._ssl)
         self._protocol = protocol
         if self._password is not None:
             credentials = ((self._username, self._password) if self._username
@@ -123,7 +144,41 @@ class RespClient:
             await self.call("AUTH", *credentials)
         if self._db:
             await self.call("SELECT", self._db)
+        if self._sentinel is not None:
+            # A Sentinel's answer may lag a failover by a moment: only a server that
+            # says it is the master is used (what the Sentinel clients' guide asks).
+            role = await self.call("ROLE")
+            if not role or role[0] != b"master":
+                await self.close()
+                raise ConnectionError(f"{host}:{port} is not the master (yet)")
         return protocol
+
+    async def _master_address(self) -> tuple[str, int]:
+        """The master's address, from the first Sentinel that knows it."""
+        assert self._sentinel is not None
+        found = self._sentinel
+        problem: BaseException | None = None
+        for host, port in found.sentinels:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    reader, writer = await asyncio.open_connection(
+                        host, port, ssl=self._ssl)
+                    try:
+                        if found.sentinel_password is not None:
+                            await _ask(reader, writer, "AUTH", *(
+                                (found.sentinel_username, found.sentinel_password)
+                                if found.sentinel_username else (found.sentinel_password,)))
+                        reply = await _ask(reader, writer, "SENTINEL",
+                                           "get-master-addr-by-name", found.service)
+                    finally:
+                        writer.close()
+            except (OSError, TimeoutError, RespError) as exc:
+                problem = exc
+                continue
+            if reply:
+                return reply[0].decode(), int(reply[1])
+            problem = ConnectionError(f"this Sentinel does not know {found.service!r}")
+        raise ConnectionError(f"no Sentinel gave the master of {found.service!r}: {problem!r}")
 
     async def _connection(self) -> _Protocol:
         protocol = self._protocol
@@ -158,6 +213,20 @@ class RespClient:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
         self._protocol = None
+
+
+async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *args):
+    """One command on a plain stream (the Sentinels': a few calls per connection made)."""
+    writer.write(hiredis.pack_command(args))
+    parser = hiredis.Reader()
+    while (reply := parser.gets()) is False:
+        data = await reader.read(65536)
+        if not data:
+            raise ConnectionResetError("the Sentinel closed the connection")
+        parser.feed(data)
+    if isinstance(reply, hiredis.ReplyError):
+        raise RespError(str(reply))
+    return reply
 
 
 class Script:

@@ -11,6 +11,7 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from cognitude.redis_urls import sync_redis
 from ratelimit.gate import DAY_MS, MINUTE_MS, usd
 from ratelimit.keys import budget_key, rate_key, scope_of
 from ratelimit.models import Budget, Limit
@@ -41,7 +42,7 @@ def _read(keys: list[tuple[str, str]]) -> tuple[float, dict[str, object]] | None
         now = time.monotonic() * 1000
         return now, {key: (local.leases_in_flight(key, now) if what == "conc"
                            else local.tat(key)) for key, what in keys}
-    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
+    client = sync_redis(url, socket_timeout=0.5, socket_connect_timeout=0.5,
                                   retry=Retry(NoBackoff(), 0))
     try:
         pipe = client.pipeline(transaction=False)
@@ -92,7 +93,7 @@ def budgets_spend_live(*, budgets: list[Budget]) -> dict[int, Decimal] | None:
     keys = [budget_key(budget.organization_id, scope_of(budget.api_key_id),
                        budget_period(budget.period, ZoneInfo(budget.organization.time_zone)))
             for budget in budgets]
-    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
+    client = sync_redis(url, socket_timeout=0.5, socket_connect_timeout=0.5,
                                   retry=Retry(NoBackoff(), 0))
     try:
         pipe = client.pipeline(transaction=False)

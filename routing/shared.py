@@ -17,6 +17,8 @@ from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from cognitude.redis_urls import async_redis
+
 logger = logging.getLogger("cognitude.routing")
 
 
@@ -24,7 +26,7 @@ class SharedRedis:
     def __init__(self, url: str) -> None:
         self.client: aioredis.Redis | None = None
         if url:
-            self.client = aioredis.Redis.from_url(
+            self.client = async_redis(
                 url,
                 socket_timeout=settings.COGNITUDE_REDIS_TIMEOUT,
                 socket_connect_timeout=settings.COGNITUDE_REDIS_TIMEOUT,
