@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -66,8 +66,19 @@ class _Values:
     def __init__(self, rules: list[AlertRule], now: datetime,
                  budget_floors: dict[int, tuple[date, Decimal]] | None) -> None:
         self.now = now
-        self._usage: dict[tuple[metrics.Scope, bool], metrics.WindowUsage] = {}
+        self._usage: dict[metrics.Scope, metrics.WindowUsage] = {}
         self._silence: dict[metrics.Scope, Decimal | None] = {}
+        self._silence.update({
+            metrics.Scope(org_id, 0): minutes
+            for org_id, minutes in metrics.minutes_since_traffic_by_org(
+                org_ids={r.organization_id for r in rules
+                         if r.metric == Metric.NO_TRAFFIC_MINUTES
+                         and not _scope(r).filtered}, now=now).items()})
+        # What each usage scope's one query must compute, for all its rules.
+        self._needs: dict[metrics.Scope, set[str]] = {}
+        for rule in rules:
+            if rule.metric in USAGE_METRICS:
+                self._needs.setdefault(_scope(rule), set()).add(rule.metric)
         wanted = {rule.metric for rule in rules}
         org_ids = {rule.organization_id for rule in rules}
         self._budgets = (metrics.budgets_used_pct(
@@ -77,8 +88,7 @@ class _Values:
                           if Metric.PROVIDER_FAILING in wanted else {})
 
     def of(self, rule: AlertRule) -> Value:
-        scope = metrics.Scope(rule.organization_id, rule.window_seconds, rule.model,
-                              rule.api_key_id, rule.provider)
+        scope = _scope(rule)
         if rule.metric in USAGE_METRICS:
             return self._from_usage(rule.metric, scope)
         if rule.metric == Metric.BUDGET_USED_PCT:
@@ -99,11 +109,12 @@ class _Values:
         raise ValueError(f"unknown metric {rule.metric!r}")
 
     def _from_usage(self, metric: str, scope: metrics.Scope) -> Decimal | None:
-        rejections = metric == Metric.LIMIT_REJECTIONS
-        found = self._usage.get((scope, rejections))
+        found = self._usage.get(scope)
         if found is None:
-            found = self._usage[(scope, rejections)] = metrics.window_usage(
-                scope=scope, now=self.now, rejections=rejections)
+            needs = self._needs.get(scope, {metric})
+            found = self._usage[scope] = metrics.window_usage(
+                scope=scope, now=self.now, rejections=Metric.LIMIT_REJECTIONS in needs,
+                latency=Metric.P95_LATENCY_MS in needs)
         if metric == Metric.SPEND_USD:
             return found.cost
         if metric == Metric.ERROR_RATE_PCT:
@@ -114,6 +125,11 @@ class _Values:
             return Decimal(found.rejections)
         return (Decimal(found.p95_ms).quantize(Decimal("0.001"))
                 if found.p95_ms is not None else None)
+
+
+def _scope(rule: AlertRule) -> metrics.Scope:
+    return metrics.Scope(rule.organization_id, rule.window_seconds, rule.model,
+                         rule.api_key_id, rule.provider)
 
 
 def alerts_evaluate(*, now: datetime | None = None, org_ids: Iterable[int] | None = None,
@@ -142,11 +158,25 @@ def alerts_evaluate(*, now: datetime | None = None, org_ids: Iterable[int] | Non
         else:
             rule.last_value, rule.last_evaluated_at = value, now
             quiet.append(rule)
-    # The rules that did not move: what they read, for the pages, in a few statements
-    # (never their state, which only a transition writes).
-    AlertRule.objects.bulk_update(quiet, ["last_value", "last_evaluated_at"], batch_size=500)
+    _quiet_record(quiet, now)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _quiet_record(rules: list[AlertRule], now: datetime) -> None:
+    """What the rules that did not move read, for the pages, in one statement (never
+    their state, which only a transition writes)."""
+    if not rules:
+        return
+    if connection.vendor != "postgresql":
+        AlertRule.objects.bulk_update(rules, ["last_value", "last_evaluated_at"],
+                                      batch_size=500)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE alerts_alertrule AS r SET last_value = v.value, last_evaluated_at = %s "
+            "FROM unnest(%s::bigint[], %s::numeric[]) AS v(id, value) WHERE r.id = v.id",
+            [now, [rule.pk for rule in rules], [rule.last_value for rule in rules]])
 
 
 def rule_step(*, rule: AlertRule, value: Decimal | None, now: datetime) -> str | None:

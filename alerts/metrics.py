@@ -104,16 +104,19 @@ def _floor_hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def window_usage(*, scope: Scope, now: datetime, rejections: bool = False) -> WindowUsage:
-    """The scope's usage over [now - window, now)."""
+def window_usage(*, scope: Scope, now: datetime, rejections: bool = False,
+                 latency: bool = False) -> WindowUsage:
+    """The scope's usage over [now - window, now); limit rejections and the p95 latency
+    only when asked (each costs the query a part of its own)."""
     start = now - timedelta(seconds=scope.window_seconds)
     if rollup_in_sql() and not scope.filtered:
-        return _usage_from_rollup(scope.org_id, start, now, rejections=rejections)
-    return _usage_from_records(scope, start, now, rejections=rejections)
+        return _usage_from_rollup(scope.org_id, start, now, rejections=rejections,
+                                  latency=latency)
+    return _usage_from_records(scope, start, now, rejections=rejections, latency=latency)
 
 
-def _usage_from_rollup(org_id: int, start: datetime, end: datetime, *,
-                       rejections: bool) -> WindowUsage:
+def _usage_from_rollup(org_id: int, start: datetime, end: datetime, *, rejections: bool,
+                       latency: bool) -> WindowUsage:
     first = _floor_hour(start)
     if first < start:
         first += HOUR
@@ -121,6 +124,17 @@ def _usage_from_rollup(org_id: int, start: datetime, end: datetime, *,
               "last": _floor_hour(end), "reasons": list(REJECTION_REASONS)}
     columns = ["requests", "errors", "misses", "cost", *_HIT_COLUMNS]
     exact = end - start <= HOUR  # then the records are the whole window: sort them
+    if not latency:
+        percentile_sql = "NULL"
+    elif exact:
+        percentile_sql = """(SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
+                             FROM partial)"""
+    else:
+        percentile_sql = f"""(SELECT array_agg(ARRAY[bucket, n] ORDER BY bucket) FROM (
+                SELECT bucket, sum(requests) AS n FROM (
+                    SELECT bucket, requests FROM analytics_hourlylatency WHERE {ROLLUP_HOURS}
+                    UNION ALL SELECT {LATENCY_BUCKET}, 1 FROM partial) b
+                GROUP BY bucket) l)"""
     sql = f"""
         WITH partial AS (
             SELECT * FROM analytics_requestlog WHERE {PARTIAL_RECORDS}
@@ -129,14 +143,7 @@ def _usage_from_rollup(org_id: int, start: datetime, end: datetime, *,
             UNION ALL
             SELECT {", ".join(ROLLUP_AGGREGATES[c] for c in columns)} FROM partial
         )
-        SELECT {", ".join(f"sum({c})" for c in columns)},
-            {'''(SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
-                 FROM partial)''' if exact else f'''(SELECT array_agg(ARRAY[bucket, n]
-                 ORDER BY bucket) FROM (SELECT bucket, sum(requests) AS n FROM (
-                   SELECT bucket, requests FROM analytics_hourlylatency
-                   WHERE {ROLLUP_HOURS}
-                   UNION ALL SELECT {LATENCY_BUCKET}, 1 FROM partial) b
-                 GROUP BY bucket) l)'''},
+        SELECT {", ".join(f"sum({c})" for c in columns)}, {percentile_sql},
             {'''(SELECT count(*) FROM analytics_requestlog
                  WHERE organization_id = %(organization)s AND created_at >= %(start)s
                  AND created_at < %(end)s AND error_type = ANY(%(reasons)s))'''
@@ -145,12 +152,12 @@ def _usage_from_rollup(org_id: int, start: datetime, end: datetime, *,
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        *sums, latency, rejected = cursor.fetchone()
+        *sums, found_latency, rejected = cursor.fetchone()
     row = dict(zip(columns, sums, strict=True))
-    if exact:
-        p95 = latency
+    if not latency or exact:
+        p95 = found_latency
     else:
-        p95 = histogram_percentile([(int(b), int(n)) for b, n in latency or []], 0.95)
+        p95 = histogram_percentile([(int(b), int(n)) for b, n in found_latency or []], 0.95)
     return WindowUsage(
         requests=int(row["requests"] or 0), errors=int(row["errors"] or 0),
         hits=sum(int(row[c] or 0) for c in _HIT_COLUMNS), misses=int(row["misses"] or 0),
@@ -170,21 +177,41 @@ def _records(scope: Scope, start: datetime, end: datetime):
 
 
 def _usage_from_records(scope: Scope, start: datetime, end: datetime, *,
-                        rejections: bool) -> WindowUsage:
+                        rejections: bool, latency: bool) -> WindowUsage:
     records = _records(scope, start, end)
     aggregates = {"requests": Count("id"), "errors": Count("id", filter=ERROR),
                   "hits": Count("id", filter=HIT), "misses": Count("id", filter=MISS),
                   "cost": Sum("cost"),
                   "rejections": Count("id", filter=Q(error_type__in=list(REJECTION_REASONS)))}
     in_sql = connection.vendor == "postgresql"
-    if in_sql:
+    if in_sql and latency:
         aggregates["p95"] = PercentileCont("latency_ms", percentile=0.95)
     row = records.aggregate(**aggregates)
-    p95 = row.get("p95") if in_sql else percentile(
-        sorted(records.values_list("latency_ms", flat=True)), 0.95)
+    p95 = None
+    if latency:
+        p95 = row["p95"] if in_sql else percentile(
+            sorted(records.values_list("latency_ms", flat=True)), 0.95)
     return WindowUsage(requests=row["requests"], errors=row["errors"], hits=row["hits"],
                        misses=row["misses"], cost=row["cost"] or ZERO,
                        rejections=row["rejections"] if rejections else 0, p95_ms=p95)
+
+
+def minutes_since_traffic_by_org(*, org_ids: Iterable[int],
+                                 now: datetime) -> dict[int, Decimal | None]:
+    """minutes_since_traffic of many whole organizations, in one statement (one
+    backward step of the (organization, created_at) index each)."""
+    org_ids = list(org_ids)
+    if not org_ids or not rollup_in_sql():
+        return {org_id: minutes_since_traffic(scope=Scope(org_id, 0), now=now)
+                for org_id in org_ids}
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            SELECT o, (SELECT created_at FROM analytics_requestlog
+                       WHERE organization_id = o ORDER BY created_at DESC LIMIT 1)
+            FROM unnest(%s::bigint[]) AS o""", [org_ids])
+        return {org_id: (None if newest is None else
+                         Decimal(max(0, int((now - newest).total_seconds() // 60))))
+                for org_id, newest in cursor.fetchall()}
 
 
 def minutes_since_traffic(*, scope: Scope, now: datetime) -> Decimal | None:
@@ -216,14 +243,17 @@ def budgets_used_pct(*, org_ids: Iterable[int], now: datetime,
     budgets = list(Budget.objects.filter(organization_id__in=list(org_ids))
                    .select_related("organization"))
     live = budgets_spend_live(budgets=budgets) or {}
+    periods = {budget.pk: budget_period(budget.period,
+                                        ZoneInfo(budget.organization.time_zone), now)
+               for budget in budgets}
+    from_records = _periods_spend([budget for budget in budgets if budget.pk not in live],
+                                  periods, now)
     used: dict[BudgetScope, Decimal] = {}
     for budget in budgets:
         if budget.limit_usd <= 0:
             continue
-        period = budget_period(budget.period, ZoneInfo(budget.organization.time_zone), now)
-        spend = live.get(budget.pk)
-        if spend is None:
-            spend = _period_spend(budget, period.start, now)
+        period = periods[budget.pk]
+        spend = live.get(budget.pk, from_records.get(budget.pk, ZERO))
         floor_start, floor = (floors or {}).get(budget.pk, (None, ZERO))
         if floor_start == period.start.date():  # a report of an earlier period is no floor
             spend = max(spend, floor)
@@ -233,12 +263,44 @@ def budgets_used_pct(*, org_ids: Iterable[int], now: datetime,
     return used
 
 
-def _period_spend(budget: Budget, start: datetime, now: datetime) -> Decimal:
-    if budget.api_key_id is None and rollup_in_sql():
-        return window_usage(scope=Scope(budget.organization_id,
-                                        int((now - start).total_seconds()) + 1),
-                            now=now).cost
-    return period_spend(org_id=budget.organization_id, key_id=budget.api_key_id, since=start)
+# The spend of many organizations' budget periods in one statement: each period's whole
+# UTC hours from the rollup, its partial first and last hours from the records.
+_PERIODS_SPEND = """
+    SELECT p.budget, COALESCE((
+        SELECT sum(cost) FROM analytics_hourlyusage h WHERE h.organization_id = p.org
+        AND h.hour >= p.first AND h.hour < p.last), 0) + COALESCE((
+        SELECT sum(cost) FROM analytics_requestlog r WHERE r.organization_id = p.org AND (
+            (r.created_at >= p.start AND r.created_at < LEAST(p.first, %(now)s)) OR
+            (r.created_at >= GREATEST(p.last, p.start) AND r.created_at < %(now)s))), 0)
+    FROM unnest(%(budgets)s::bigint[], %(orgs)s::bigint[], %(starts)s::timestamptz[],
+                %(firsts)s::timestamptz[], %(lasts)s::timestamptz[])
+         AS p(budget, org, start, first, last)
+"""
+
+
+def _periods_spend(budgets: list[Budget], periods: dict, now: datetime) -> dict[int, Decimal]:
+    """{budget id: what the records say its current period spent}."""
+    by_key = [budget for budget in budgets if budget.api_key_id is not None
+              or not rollup_in_sql()]
+    spent = {budget.pk: period_spend(org_id=budget.organization_id,
+                                     key_id=budget.api_key_id,
+                                     since=periods[budget.pk].start) for budget in by_key}
+    whole = [budget for budget in budgets if budget not in by_key]
+    if not whole:
+        return spent
+    firsts, lasts = [], []
+    for budget in whole:
+        start = periods[budget.pk].start
+        first = _floor_hour(start)
+        firsts.append(first + HOUR if first < start else first)
+        lasts.append(_floor_hour(now))
+    with connection.cursor() as cursor:
+        cursor.execute(_PERIODS_SPEND, {
+            "budgets": [b.pk for b in whole], "orgs": [b.organization_id for b in whole],
+            "starts": [periods[b.pk].start for b in whole], "firsts": firsts,
+            "lasts": lasts, "now": now})
+        spent |= {budget_id: Decimal(value) for budget_id, value in cursor.fetchall()}
+    return spent
 
 
 def open_breakers_by_org(*, org_ids: Iterable[int]) -> dict[int, dict[str, int]] | None:
