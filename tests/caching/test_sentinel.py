@@ -15,7 +15,12 @@ import httpx
 import pytest
 import redis
 
-from cognitude.redis_urls import async_redis, is_redis_url, sentinel_set
+from cognitude.redis_urls import (
+    async_redis,
+    django_cache_location,
+    is_redis_url,
+    sentinel_set,
+)
 from fakeupstream.testing import free_port
 from ratelimit.resp import RespClient
 from tests.live import HOST, start_gateway
@@ -176,7 +181,14 @@ def test_it_finds_the_new_master_after_a_failover_without_a_restart(live_world, 
         # after the Sentinels switched.
         assert back[0] - switched <= BREAKER_SECONDS + SLACK_SECONDS, (
             back[0] - switched, switched - killed)
+        cold = sum(1 for _, _, tier in answers if tier != "redis")
+        print(f"failover: switched {switched - killed:.2f} s after the kill, hot tier back "
+              f"{back[0] - switched:.2f} s after the switch; {len(answers)} answers, "
+              f"{cold} not from the hot tier")  # the figures, with pytest -s
         assert gateway.process.poll() is None  # the same process all along
+        health = client.get("/health").json()
+        assert health["redis"]["status"] == "healthy", health
+        assert health["limits"]["status"] == "healthy", health
         # The limits found the new master too.
         new = redis.Redis(host=HOST, port=sentinels.replica)
         wait_until(lambda: ask() and new.keys("rl:*"), timeout=5,
@@ -184,6 +196,18 @@ def test_it_finds_the_new_master_after_a_failover_without_a_restart(live_world, 
         new.close()
     finally:
         gateway.stop()
+
+
+def test_it_gives_djangos_cache_the_sentinels_master(sentinels):
+    from django_redis.cache import RedisCache
+
+    location, options = django_cache_location(sentinels.url)
+    cache = RedisCache(location, {"OPTIONS": {**options, "SOCKET_TIMEOUT": 0.5}})
+    cache.set("greeting", "hello")
+    master = redis.Redis(host=HOST, port=sentinels.primary)
+    assert master.keys("*greeting"), "stored on the master the Sentinels name"
+    master.close()
+    assert cache.get("greeting") == "hello"
 
 
 def test_it_keeps_the_limits_client_on_the_master_through_a_forced_failover(sentinels):
