@@ -49,3 +49,16 @@ test: $(STAMP) smoke
 bench: $(STAMP)
 	bin/ensure-services
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The fault suite under load (bench/chaos.py): minutes, loopback only, its own Redis,
+# broker and PostgreSQL cluster; prints the fault table. The soak: 20 minutes steady.
+# The machine's PostgreSQL only holds the migrated template that the private cluster copies.
+CHAOS_TEMPLATE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cognitude_chaos_template
+.PHONY: chaos soak
+chaos: $(STAMP)
+	bin/ensure-services
+	CHAOS_TEMPLATE_DATABASE_URL=$(CHAOS_TEMPLATE_DATABASE_URL) $(BIN)/python bench/chaos.py $(CHAOS_ARGS)
+
+soak: $(STAMP)
+	bin/ensure-services
+	CHAOS_TEMPLATE_DATABASE_URL=$(CHAOS_TEMPLATE_DATABASE_URL) $(BIN)/python bench/soak.py $(SOAK_ARGS)

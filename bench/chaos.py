@@ -93,6 +93,8 @@ class Web:
     env: dict[str, str]
     spool: Path
     process: subprocess.Popen | None = None
+    # Set from SIGTERM until it serves again: what a load balancer's health check knows.
+    draining: bool = False
 
     @property
     def url(self) -> str:
@@ -116,11 +118,13 @@ class Web:
     def wait_ready(self, timeout: float = 60) -> None:
         assert self.process is not None
         _wait_http(self.url, self.process, timeout)
+        self.draining = False
 
     def sigterm(self, timeout: float = 30) -> tuple[int | None, float]:
         """SIGTERM and wait: (exit status, seconds it took to drain and exit)."""
         assert self.process is not None
         started = time.monotonic()
+        self.draining = True
         self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout=timeout)
@@ -303,7 +307,10 @@ class Load:
     """A steady rate of requests from a thread of its own (its own event loop), so the
     caller may block on faults meanwhile. A request whose connection is refused goes
     once to the next gateway, as a load balancer does with a backend that is not
-    listening; any other failure is the request's."""
+    listening; so does one that a draining gateway closed the connection under without
+    an answer (uvicorn closes idle keep-alive connections at SIGTERM: a request sent on
+    one at that moment was never read, and every request it did read it finishes).
+    Any other failure is the request's."""
 
     def __init__(self, stack: Stack, *, rate: float, max_in_flight: int = 400,
                  timeout: float = 30.0) -> None:
@@ -359,7 +366,8 @@ class Load:
         body = body_for(kind, n, self._nonce)
         sent = time.monotonic()
         sample = await self._send(session, kind, body, web, sent)
-        if sample.status == 0 and sample.error.startswith("connect"):
+        if sample.status == 0 and (sample.error.startswith("connect") or (
+                self._stack.webs[web].draining and not sample.error.startswith("Timeout"))):
             other = (web + 1) % len(self._stack.webs)
             sample = await self._send(session, kind, body, other, sent)
             sample.rerouted = True
@@ -376,7 +384,12 @@ class Load:
                 sample = Sample(sent, time.monotonic() - sent, kind, web, response.status,
                                 response.headers.get("x-request-id", ""),
                                 response.headers.get("x-cognitude-cache-tier", ""))
-                if response.status == 200:
+                if response.status >= 400:
+                    # The reason in the table: the status and OpenAI-style error code.
+                    code = content[content.find(b'"code"'):][:60].split(b'"')
+                    sample.error = (f"HTTP {response.status} "
+                                    f"{code[3].decode() if len(code) > 3 else ''}")
+                elif response.status == 200:
                     if kind.startswith("stream"):
                         if b"data: [DONE]" not in content or b'"error"' in content:
                             sample.error = "stream incomplete"

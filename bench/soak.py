@@ -94,6 +94,7 @@ def verdicts(samples: list[tuple[float, dict[str, int]]], warmup: float) -> list
     if len(after) < 2:
         return ["not enough samples after the warm-up"]
     lines = []
+    half = after[:max(1, len(after) // 2)]
     for measure in after[0]:
         # Medians of three at each end: one sample taken mid-collection says little.
         start = statistics.median(values[measure] for values in after[:3])
@@ -102,13 +103,21 @@ def verdicts(samples: list[tuple[float, dict[str, int]]], warmup: float) -> list
         if measure.endswith("rss_kb"):
             growth = end / start - 1 if start else 0.0
             ok = growth < RSS_GROWTH_LIMIT
+            # The hot tier's Redis grows with what it caches (every miss is an entry for
+            # 24 h): its memory is data, bounded by maxmemory, not a leak.
+            verdict = ("data" if measure.startswith("redis-hot") else
+                       "OK" if ok else "FAIL")
             lines.append(f"| {measure} | {start / 1024:.1f} MiB | {end / 1024:.1f} MiB | "
-                         f"{peak / 1024:.1f} MiB | {growth:+.1%} | {'OK' if ok else 'FAIL'} |")
+                         f"{peak / 1024:.1f} MiB | {growth:+.1%} | {verdict} |")
         else:
+            # Descriptors and connections follow the concurrency's high-water mark (each
+            # pool keeps what a burst made it open), so a leak is a count that keeps
+            # setting new highs: the end above the first half's peak.
             slack = FD_SLACK if measure.endswith("fds") else CONNECTION_SLACK
-            ok = end - start <= slack
-            lines.append(f"| {measure} | {start:g} | {end:g} | {peak:g} | {end - start:+g} | "
-                         f"{'OK' if ok else 'FAIL'} |")
+            first_peak = max(values[measure] for values in half)
+            ok = end <= first_peak + slack
+            lines.append(f"| {measure} | {start:g} | {end:g} | {peak:g} (first half "
+                         f"{first_peak:g}) | {end - start:+g} | {'OK' if ok else 'FAIL'} |")
     return lines
 
 
@@ -162,11 +171,23 @@ def main() -> int:
     missing = sum(1 for rid in wanted if records.get(rid, 0) == 0)
     doubled = sum(1 for rid in wanted if records.get(rid, 0) > 1)
     took = [s.took for s in requests if s.ok]
+    reasons: dict[str, int] = {}
+    for s in failed:
+        reasons[s.error or f"HTTP {s.status}"] = reasons.get(s.error or f"HTTP {s.status}", 0) + 1
     print()
     print(f"{len(requests)} requests in {args.minutes:g} min at {args.rate:g}/s: "
           f"{len(failed)} failed, p50 {percentile(took, 0.5) * 1000:.0f} ms, "
           f"p99 {percentile(took, 0.99) * 1000:.0f} ms; 2xx records missing {missing}, "
           f"doubled {doubled}; spool left {spooled} bytes")
+    if failed:
+        print("failures: " + ", ".join(f"{n}× {reason}" for reason, n in
+                                       sorted(reasons.items(), key=lambda x: -x[1])))
+        # When: a stall of the machine shows as failures bunched in a few seconds.
+        minutes: dict[int, int] = {}
+        for s in failed:
+            minute = int((s.sent - requests[0].sent) // 60)
+            minutes[minute] = minutes.get(minute, 0) + 1
+        print("failures by minute: " + ", ".join(f"{m}: {n}" for m, n in sorted(minutes.items())))
     print()
     print(f"| measure (after {args.warmup_minutes:g} min warm-up) | start | end | peak | "
           "change | verdict |")
@@ -179,7 +200,7 @@ def main() -> int:
     print("idle after the run: " + ", ".join(f"{k} {v}" for k, v in idle.items()
                                             if not k.endswith("rss_kb")))
     ok = (not failed and not missing and not doubled and not spooled
-          and not any("FAIL" in line for line in lines))
+          and not any(line.endswith("FAIL |") for line in lines))
     return 0 if ok else 1
 
 
