@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 
 from organizations.errors import ProviderNotFound
 from organizations.models import Organization, Provider
 from organizations.selectors import provider_get_by_name
 from organizations.services import Actor, audit_record
 from routing.errors import RouteInUse
-from routing.models import ModelRoute, RouteTarget
+from routing.models import ModelRoute, RouteTarget, RoutingPolicy
 from routing.table import RETRY_ON, STRATEGIES
 
 MAX_WEIGHT = 1_000_000
@@ -87,6 +88,8 @@ def route_validate(
                                       upstream_model=route.name).exists():
             raise RouteInUse(f"Route {route.name!r} is aliased by other routes: "
                              "it cannot be renamed")
+        _refuse_if_a_tier(organization_id=organization.pk, name=route.name,
+                          doing="renamed")
     seen: set[tuple[int | None, str]] = set()
     for target in targets:
         _check_name("upstream model", target.upstream_model)
@@ -210,6 +213,16 @@ def route_update(
     return updated
 
 
+def _refuse_if_a_tier(*, organization_id: int, name: str, doing: str) -> None:
+    """A route a routing policy's tier names (`@NAME`) is not renamed or deleted from
+    under it: the tier would name nothing."""
+    tier = f"@{name}"
+    if RoutingPolicy.objects.filter(organization_id=organization_id).filter(
+            Q(simple_model=tier) | Q(standard_model=tier) | Q(complex_model=tier)).exists():
+        raise RouteInUse(f"Route {name!r} is a tier of the routing policy: it cannot be "
+                         f"{doing}; change the policy first")
+
+
 def route_delete(*, route: ModelRoute, actor: Actor | None = None) -> None:
     """Delete the route. Raises RouteInUse while another route is an alias of it."""
     with transaction.atomic():
@@ -222,6 +235,8 @@ def route_delete(*, route: ModelRoute, actor: Actor | None = None) -> None:
             raise RouteInUse(f"Route {route.name!r} is aliased by "
                              + ", ".join(repr(user) for user in users)
                              + ": change those first")
+        _refuse_if_a_tier(organization_id=route.organization_id, name=route.name,
+                          doing="deleted")
         audit_record(organization=route.organization, actor=actor, action="route.delete",
                      target=route, before=_audited(route))
         route.delete()

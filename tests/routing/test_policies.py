@@ -12,10 +12,11 @@ from analytics.models import RequestLog
 from organizations.models import AuditEntry
 from organizations.selectors import provider_for_org
 from routing import complexity
-from routing.errors import RoutingPolicyInvalid
-from routing.models import RoutingPolicy
+from routing.errors import RouteInUse, RoutingPolicyInvalid
+from routing.models import ModelRoute, RoutingPolicy
 from routing.policies import routing_policy_set
 from routing.selectors import routing_table_for_org
+from routing.services import TargetSpec, route_delete, route_update
 from tests.commands import assert_refused, last_line, manage
 from tests.dashboard.helpers import make_request_log
 from tests.organizations.apiclients import admin_key_client, assert_error, key_client, session_for
@@ -201,3 +202,16 @@ def test_it_sets_and_calibrates_from_the_command_line(world, tmp_path):
                    "No organization")
     assert_refused(manage("set_routing_policy", "--org", world.b.org.slug,
                           "--calibrate-complex-share", "0.2"), "needs a simple tier")
+
+
+def test_it_keeps_a_route_a_tier_names_from_being_deleted_or_renamed(world):
+    route = make_route(world.a.org, "fast", (provider_for_org(organization=world.a.org),
+                                             "gpt-4o-mini"))
+    routing_policy_set(organization=world.a.org, **{**TIERS, "simple_model": "@fast"})
+
+    with pytest.raises(RouteInUse, match="tier of the routing policy"):
+        route_delete(route=route)
+    with pytest.raises(RouteInUse, match="tier of the routing policy"):
+        route_update(route=route, name="faster", targets=[
+            TargetSpec(provider_for_org(organization=world.a.org), "gpt-4o-mini")])
+    assert ModelRoute.objects.get().name == "fast"
