@@ -94,6 +94,29 @@ def test_it_keeps_guarded_requests_up(gateway, live_world):
         "tier": "complex", "score": "", "model": "gpt-4o", "asked": "auto", "guard": "tools"}
 
 
+def test_it_keeps_images_and_strict_schemas_off_models_that_cannot_take_them(gateway,
+                                                                            live_world):
+    # gpt-3.5-turbo: text only, no structured outputs (the model table says so).
+    set_policy(live_world.a.org, simple_model="gpt-3.5-turbo")
+    client = client_for(gateway.url, live_world.a.raw_key)
+    image = [{"type": "text", "text": "what is this?"},
+             {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
+    schema = {"type": "json_schema", "json_schema": {
+        "name": "answer", "strict": True, "schema": {
+            "type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
+            "additionalProperties": False}}}
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": image}])
+    strict, strict_headers = ask(client, SIMPLE, model="auto", response_format=schema)
+    plain, plain_headers = ask(client, SIMPLE, model="auto")
+
+    assert raw.parse().model == "gpt-4.1-mini"
+    assert route_header(raw.headers)["guard"] == "images"
+    assert strict.model == "gpt-4.1-mini" and route_header(strict_headers)["guard"] == "schema"
+    assert plain.model == "gpt-3.5-turbo" and "guard" not in route_header(plain_headers)
+
+
 def test_it_refuses_auto_with_routing_off(gateway, live_world):
     client = client_for(gateway.url, live_world.a.raw_key)
 
