@@ -44,10 +44,16 @@ def new_page(browser: Browser, *, viewport: dict = DESKTOP) -> Iterator[Page]:
     # A test that waits on the page should fail in seconds, not Playwright's 30.
     context.set_default_timeout(10_000)
     page = context.new_page()
+    # What the Content-Security-Policy blocked (an inline script or style, another
+    # origin): the page would be broken in a way its assertions might not see.
+    blocked: list[str] = []
+    page.on("console", lambda message: blocked.append(message.text)
+            if "Content Security Policy" in message.text else None)
     try:
         yield page
     finally:
         context.close()
+    assert blocked == [], blocked
 
 
 def log_in(page: Page, base_url: str, username: str, password: str) -> None:
