@@ -30,7 +30,10 @@ def evaluate() -> int:
 @shared_task(autoretry_for=(OperationalError, InterfaceError), retry_backoff=True,
              retry_backoff_max=60, max_retries=5, ignore_result=True)
 def budget_usage_evaluate(events: list[dict]) -> int:
-    return services.budget_usage_evaluate(events=events_load(BudgetUsageEvent, events))
+    # The pipeline's tasks answer how many events they consumed (its metrics count them).
+    loaded = events_load(BudgetUsageEvent, events)
+    services.budget_usage_evaluate(events=loaded)
+    return len(loaded)
 
 
 # The longest retry a task schedules itself; a later one is left to the sweep (every

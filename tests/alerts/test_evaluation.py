@@ -150,3 +150,32 @@ def test_it_sends_one_alert_when_two_processes_evaluate_at_once(settings):
         assert len(receiver.received) == 1
     finally:
         receiver.stop()
+
+
+def test_it_counts_open_breakers_of_the_organizations_providers(world, settings,
+                                                               clean_redis):
+    import time
+
+    from organizations.models import Provider
+    from routing.breakers import STATE_KEY
+    from tests.conftest import TEST_REDIS_URL
+
+    settings.REDIS_URL = TEST_REDIS_URL
+    [provider] = Provider.objects.filter(organization=world.a.org)
+    [other] = Provider.objects.filter(organization=world.b.org)
+    rule = add_rule(world.a.org, metric="provider_failing", comparison="gte", threshold="1",
+                    provider=provider.name)
+    theirs = add_rule(world.b.org, metric="provider_failing", comparison="gte", threshold="1")
+    clean_redis.hset(STATE_KEY, mapping={
+        f"{provider.pk}:gpt-4o": f"5 {time.time() + 60:.3f} 0.000",
+        f"{provider.pk}:gpt-4o-mini": f"5 {time.time() + 60:.3f} 0.000",
+        f"{other.pk}:gpt-4o": "2 0.000 0.000",  # failing, not open
+    })
+    alerts_evaluate(org_ids=[world.a.org.pk, world.b.org.pk])
+    rule.refresh_from_db()
+    theirs.refresh_from_db()
+    assert (rule.state, rule.last_value) == ("firing", Decimal(2))
+    assert (theirs.state, theirs.last_value) == ("ok", Decimal(0))
+    clean_redis.delete(STATE_KEY)
+    alerts_evaluate(org_ids=[world.a.org.pk])
+    assert transitions(rule) == [("firing", 1), ("resolved", 2)]
