@@ -455,6 +455,9 @@ SPECTACULAR_SETTINGS = {
                    "here.",
     "VERSION": COGNITUDE_VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
+    # Every operation's errors, in the one shape (organizations/api.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "organizations.api.error_responses"],
 }
 
 LOGGING = {

@@ -187,3 +187,31 @@ class ManagementApi(OrganizationApi):
 def choices_message(choices) -> str:
     """A ChoiceField's invalid_choice message that lists the choices."""
     return "must be one of " + ", ".join(str(c) for c in choices) + " (got {input!r})"
+
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type", "param", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {"type": "string", "nullable": True},
+                       "code": {"type": "string", "nullable": True}},
+    }},
+}
+
+
+def error_responses(result: dict, generator, request, public) -> dict:
+    """drf-spectacular postprocessing hook: any operation may answer an error (bad
+    input, no key, another organization's object, a method it does not take), always
+    in the one error shape, so that is every operation's `default` response."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+    default = {"description": "An error, in OpenAI's shape",
+               "content": {"application/json": {
+                   "schema": {"$ref": "#/components/schemas/Error"}}}}
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                operation["responses"].setdefault("default", default)
+    return result
