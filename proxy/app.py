@@ -253,6 +253,8 @@ async def application(scope, receive, send) -> None:
             return
         try:
             await handle_feedback(scope, receive, send, headers)
+        except DatabaseUnavailable:  # raised before any answer: checking the key, or storing
+            await database_unavailable(send, headers[0][1].decode())
         except ConnectionResetError:
             return
     elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
