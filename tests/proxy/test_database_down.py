@@ -35,6 +35,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # How long the gateway trusts its memory of a key while the database answers.
 KEY_CACHE_SECONDS = 1.0
+# How long past that the hung-database test trusts it while the database is away.
+STALE_SECONDS = 3.0
 
 
 @dataclass
@@ -185,9 +187,11 @@ def test_it_waits_on_a_hung_database_once_per_breaker_window(live_world: World) 
         "COGNITUDE_API_KEY_CACHE_SECONDS": str(KEY_CACHE_SECONDS),
         "COGNITUDE_DATABASE_TIMEOUT": "0.5",
         "COGNITUDE_DATABASE_BREAKER_SECONDS": "5",
+        "COGNITUDE_AUTH_STALE_SECONDS": str(STALE_SECONDS),
     })
     known = live_world.a.raw_key
     try:
+        checked = time.monotonic()  # the key's last check, give or take its request
         for text in ("before", "before"):
             assert chat(gateway, known, text)[0].status_code == 200
         database.freeze()
@@ -195,6 +199,10 @@ def test_it_waits_on_a_hung_database_once_per_breaker_window(live_world: World) 
         first, first_took = chat(gateway, known, "the one that waits")
         rest = [chat(gateway, known, f"after it {i}") for i in range(3)]
         stranger, stranger_took = chat(gateway, live_world.b.raw_key, "never seen")
+        # Past the stale window the key's memory is too old to trust.
+        time.sleep(max(0.0, checked + KEY_CACHE_SECONDS + STALE_SECONDS + 0.6
+                       - time.monotonic()))
+        too_old, _ = chat(gateway, known, "too long after")
     finally:
         database.thaw()
         gateway.stop()
@@ -210,3 +218,4 @@ def test_it_waits_on_a_hung_database_once_per_breaker_window(live_world: World) 
     assert stranger.json()["error"]["code"] == "database_unavailable"
     assert stranger.headers["retry-after"] == "5"
     assert stranger_took < 0.4
+    assert too_old.status_code == 503, too_old.text
