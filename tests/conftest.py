@@ -88,6 +88,16 @@ def fast_password_hashing(request, settings):
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_login_throttle():
+    """Each test starts with no failed sign-ins counted in this process (the in-memory
+    throttle, used when no limits Redis is configured), so tests cannot lock each other
+    out."""
+    from cognitude import logins
+
+    logins._store = None
+
+
 @dataclass
 class FakeUpstream:
     url: str
