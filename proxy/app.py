@@ -36,7 +36,7 @@ from proxy.providers import UpstreamError
 from proxy.providers.base import close_sessions
 from proxy.record import Record
 from proxy.relay import BYPASS, MISS, Ask, ask_upstream, send_hit
-from proxy.smart import routed_namespace, routing_decision
+from proxy.smart import routed_namespace, routing_decision, routing_policy_for
 from proxy.who import caller_for
 from ratelimit.gate import RequestLimits
 from routing.shared import shared_redis_close
@@ -119,20 +119,23 @@ async def answer_post(scope, receive, send, record: Record, limits: RequestLimit
     record.model_requested, record.streamed = request.model, request.stream
 
     # Which model: smart routing, when the organization's policy applies (no query).
-    namespace, model, limited_body = controls.namespace, request.model, request.body
-    decision = routing_decision(caller.routing, request) if caller.problem is None else None
-    if decision is not None:
-        if isinstance(decision, Refusal):
-            await refuse(send, decision, headers)
-            return
-        record.routed(decision)
-        headers.append((b"x-cognitude-route", header_value(decision.header())))
-        # The key stays what the client asked, in the policy's generation.
-        namespace = routed_namespace(namespace, decision, caller.routing.policy.generation)
-        model = decision.send
-        limited_body = {**request.body, "model": model}  # limits and prices of the model sent
+    policy = routing_policy_for(caller.routing, request) if caller.problem is None else None
+    if isinstance(policy, Refusal):
+        await refuse(send, policy, headers)
+        return
+    # The key stays what the client asked, in the policy's generation.
+    namespace = controls.namespace if policy is None else routed_namespace(
+        controls.namespace, policy, request.model)
     key_hash = request_hash(endpoint=request.endpoint, body=request.body,
                             namespace=namespace)
+    model, limited_body, decision = request.model, request.body, None
+    if policy is not None:
+        decision = routing_decision(org_id=caller.org_id, policy=policy, request=request,
+                                    key_hash=key_hash)
+        record.routed(decision)
+        headers.append((b"x-cognitude-route", header_value(decision.header())))
+        model = decision.send
+        limited_body = {**request.body, "model": model}  # limits and prices of the model sent
     ttl = controls.max_age or caller.cache_ttl
     record.cache_key = key_hash
     record.cache_bypassed = controls.no_cache or controls.no_store
