@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from alerts.evaluation import TickResult, alerts_evaluate
 from alerts.models import AlertChannel, AlertRule
@@ -246,6 +248,12 @@ def alert_rule_update(*, rule: AlertRule, spec: RuleSpec,
     try:
         with transaction.atomic():
             rule.save(update_fields=[*values, "updated_at"])
+            if not rule.enabled and rule.state != AlertRule.State.OK:
+                # Nothing evaluates a disabled rule: it is not left "firing" forever. The
+                # seq bump makes a tick that read it before this lose its transition.
+                AlertRule.objects.filter(pk=rule.pk).update(
+                    state=AlertRule.State.OK, state_since=timezone.now(), seq=F("seq") + 1)
+                rule.refresh_from_db(fields=["state", "state_since", "seq"])
             if channels is not None:
                 rule.channels.set(channels)
             audit_record(organization=rule.organization, actor=actor,

@@ -97,7 +97,7 @@ class RuleForm(forms.Form):
 class ChannelForm(forms.Form):
     name = forms.CharField(max_length=100)
     kind = forms.ChoiceField(choices=AlertChannel.Kind.choices)
-    target = forms.CharField(max_length=2000, widget=forms.PasswordInput(render_value=True),
+    target = forms.CharField(max_length=2000, widget=forms.PasswordInput,
                              help_text="The webhook URL, the email address, or PagerDuty's "
                                        "routing key. Never shown again.")
 

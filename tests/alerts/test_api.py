@@ -10,6 +10,7 @@ from alerts.evaluation import alerts_evaluate
 from alerts.models import AlertChannel, AlertEvent, AlertRule
 from organizations.models import AuditEntry
 from tests.alerts.helpers import add_records, add_rule, add_webhook
+from tests.alerts.receivers import HttpReceiver
 from tests.organizations.apiclients import (
     admin_key_client,
     assert_error,
@@ -102,6 +103,21 @@ def test_it_checks_ownership(world, settings):
     assert AlertRule.objects.filter(pk=rule.pk).exists()
     assert AlertChannel.objects.filter(pk=hook.pk, name="hook").exists()
     assert Decimal(AlertRule.objects.get(pk=rule.pk).threshold) == 0
+
+
+def test_it_sends_a_test_notification_and_keeps_it_in_the_history(world):
+    receiver = HttpReceiver().start()
+    try:
+        hook = add_webhook(world.a.org, f"{receiver.url}/hook")
+        answer = post(session_for(world.alice), f"/api/alerts/channels/{hook.pk}/test")
+        assert answer.status_code == 200, answer.content
+        assert (answer.json()["transition"], answer.json()["status"]) == ("test", "delivered")
+        assert len(receiver.accepted) == 1
+        assert_error(post(session_for(world.bob), f"/api/alerts/channels/{hook.pk}/test"),
+                     403)
+        assert len(receiver.received) == 1
+    finally:
+        receiver.stop()
 
 
 def test_it_is_in_the_schema(client):

@@ -179,3 +179,19 @@ def test_it_counts_open_breakers_of_the_organizations_providers(world, settings,
     clean_redis.delete(STATE_KEY)
     alerts_evaluate(org_ids=[world.a.org.pk])
     assert transitions(rule) == [("firing", 1), ("resolved", 2)]
+
+
+def test_it_sets_a_disabled_rule_back_to_ok(org):
+    from alerts.services import RuleSpec, alert_rule_update
+
+    rule = add_rule(org, name="spend", metric="spend_usd", threshold="0", window_seconds=3600)
+    add_records(org, timezone.now(), 1, cost="1")
+    alerts_evaluate(org_ids=[org.pk])
+    rule.refresh_from_db()
+    assert rule.state == "firing"
+    alert_rule_update(rule=rule, spec=RuleSpec(name="spend", metric="spend_usd", threshold="0",
+                                               window_seconds=3600, enabled=False))
+    rule.refresh_from_db()
+    assert (rule.state, rule.seq) == ("ok", 2)
+    alerts_evaluate(org_ids=[org.pk])
+    assert transitions(rule) == [("firing", 1)]
