@@ -776,6 +776,25 @@ def exercise(stack: Stack, chosen: list[Fault], *, rate: float, quiet: float, se
                    stack.spooled_bytes())
 
 
+def diagnose(stack: Stack, outcome: Outcome) -> None:
+    """What a loss looks like from the inside: dead letters, the workers' complaints,
+    and when the requests whose cold-tier entry is missing were sent."""
+    with psycopg.connect(stack.database_url, connect_timeout=3) as db:
+        dead = db.execute("SELECT kind, error, count(*) FROM pipeline_deadletter "
+                          "GROUP BY kind, error").fetchall()
+    print(f"dead letters: {dead or 'none'}")
+    entries, misses = cold_tier_of(stack.database_url, stack.org_id)
+    lost = {rid for rid, key in misses.items() if key not in entries}
+    start = outcome.samples[0].sent if outcome.samples else 0.0
+    sent = sorted(round(s.sent - start, 1) for s in outcome.samples if s.request_id in lost)
+    print(f"cold-tier entries missing for requests sent at (s into the load): {sent[:40]}")
+    for i, worker in enumerate(stack.workers):
+        worrying = [line.rstrip() for line in worker.log
+                    if any(word in line for word in ("ERROR", "WARNING", "Restor", "lost",
+                                                     "retry", "Retry"))]
+        print(f"worker{i}: " + ("\n  ".join(worrying[-25:]) or "nothing logged"))
+
+
 def main() -> int:
     every = faults()
     parser = argparse.ArgumentParser(description=__doc__,
@@ -811,6 +830,8 @@ def main() -> int:
     try:
         outcome = exercise(stack, chosen, rate=args.rate, quiet=5, settle=10,
                            books_timeout=150, log=lambda m: print(m, flush=True))
+        if any(r.missing or r.cold_missing for r in outcome.rows):
+            diagnose(stack, outcome)
     finally:
         stack.close()
     print()
