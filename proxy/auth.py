@@ -13,9 +13,11 @@ that free while the database is down), so a revocation counts as soon as it answ
 A key with no answer that recent raises DatabaseUnavailable: the gateway's 503.
 """
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from django.conf import settings
 
@@ -81,6 +83,30 @@ def _load(raw_key: str) -> Caller | AuthFailure:
     )
 
 
+# Loads in flight, by key: one per key however many requests wait for it (a burst with a
+# new key, or every request in flight when a key's memory runs out). Without it, a burst
+# queues a load per request behind the few database threads, long enough for the
+# database's timeout to judge a busy database a dead one.
+_loading: dict[str, asyncio.Future[Caller | AuthFailure]] = {}
+
+
+def _loaded(raw_key: str, load: asyncio.Future) -> None:
+    if _loading.get(raw_key) is load:
+        del _loading[raw_key]
+    if not load.cancelled():
+        load.exception()  # retrieved: its waiters have it
+
+
+async def _load_shared(raw_key: str) -> Caller | AuthFailure:
+    load = _loading.get(raw_key)
+    if load is None or load.get_loop() is not asyncio.get_running_loop():
+        load = asyncio.ensure_future(read_in_db_thread(_load, raw_key))
+        _loading[raw_key] = load
+        load.add_done_callback(partial(_loaded, raw_key))
+    # Shielded: a waiter that goes away does not cancel the others' load.
+    return await asyncio.shield(load)
+
+
 async def authenticate(raw_key: str | None) -> Caller | AuthFailure:
     """The caller for `raw_key`, through organizations' api_key_authenticate, remembered.
     Raises DatabaseUnavailable for a key not checked lately while PostgreSQL is down."""
@@ -93,7 +119,7 @@ async def authenticate(raw_key: str | None) -> Caller | AuthFailure:
     if remembered is not None and remembered[0] > now:
         return remembered[1]
     try:
-        answer = await read_in_db_thread(_load, raw_key)
+        answer = await _load_shared(raw_key)
     except DatabaseUnavailable:
         if remembered is not None and now < remembered[0] + settings.COGNITUDE_AUTH_STALE_SECONDS:
             return remembered[1]
