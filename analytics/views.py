@@ -280,7 +280,8 @@ MAX_FEEDBACK_ROWS = 500
 
 class FeedbackApi(OrganizationApi):
     class InputSerializer(serializers.Serializer):
-        request_id = serializers.CharField(required=False, max_length=64)
+        request_id = serializers.RegexField(r"^[0-9A-Za-z_-]{1,64}$", required=False,
+                                            help_text="The X-Request-Id of an answer")
 
     class OutputSerializer(serializers.Serializer):
         class Meta:

@@ -9,6 +9,7 @@ organization is answered exactly like an unknown one (404).
 
 import asyncio
 import math
+import re
 import time
 
 import orjson
@@ -24,6 +25,9 @@ from proxy.parse import api_key_from, request_headers
 MAX_NOTE = 2000
 _MAX_BODY = 16 * 1024
 _RATINGS = {"up": 1.0, "down": 0.0}
+# The gateway's request ids are 32 hex digits; this is looser, but never holds what the
+# database cannot (a NUL) or a header could not.
+_REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
 def _valid(body: object) -> tuple[str, float, str, str] | tuple[str, str]:
@@ -31,7 +35,7 @@ def _valid(body: object) -> tuple[str, float, str, str] | tuple[str, str]:
     if not isinstance(body, dict):
         return "The body must be a JSON object", ""
     request_id = body.get("request_id")
-    if not isinstance(request_id, str) or not request_id or len(request_id) > 64:
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
         return "'request_id' is required: the X-Request-Id of the answer", "request_id"
     score, rating = body.get("score"), body.get("rating")
     if (score is None) == (rating is None):

@@ -23,7 +23,8 @@ from routing.table import AUTO, TIERS
 FIELDS = ["mode", "simple_model", "standard_model", "complex_model", "simple_below",
           "complex_from", "apply_to"]
 MAX_APPLY_TO = 100
-_MODEL_NAME = re.compile(r"\S{1,200}")  # as a route's name
+# As a route's name, without control characters (a NUL cannot be stored in JSON columns).
+_MODEL_NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
 
 
 def _check_tier(*, tier: str, name: str, routes: set[str], prices: PriceBook) -> None:
