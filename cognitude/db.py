@@ -86,7 +86,7 @@ class _Breaker:
     def judged(self, exc: BaseException, probe: bool) -> BaseException:
         """What a call that raised `exc` raises: DatabaseUnavailable if the database
         was not there (opening the breaker), else `exc` itself."""
-        if isinstance(exc, DatabaseUnavailable) or not _unreachable(exc):
+        if isinstance(exc, DatabaseUnavailable) or not database_unreachable(exc):
             self.answered(probe)  # an error, but from a database that answers
             return exc
         return self.failed(exc)
@@ -100,7 +100,9 @@ class _Breaker:
 _breaker = _Breaker()
 
 
-def _unreachable(exc: BaseException) -> bool:
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database is not there (refused, dropped, shutting down,
+    timed out), not that it refused a statement."""
     if isinstance(exc, (TimeoutError, InterfaceError, psycopg.InterfaceError)):
         return True
     cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__

@@ -127,6 +127,8 @@ def test_it_serves_known_keys_through_a_database_outage_and_records_everything_o
     feedback = httpx.post(f"{outage.gateway.url}/v1/feedback",
                           json={"request_id": answered[0], "rating": "up"},
                           headers={"Authorization": f"Bearer {known}"}, timeout=5)
+    listed = httpx.get(f"{outage.gateway.url}/api/keys",
+                       headers={"Authorization": f"Bearer {admin.raw_key}"}, timeout=5)
     started = time.monotonic()
     health = httpx.get(f"{outage.gateway.url}/health", timeout=5)
     timings["health"] = time.monotonic() - started
@@ -137,6 +139,8 @@ def test_it_serves_known_keys_through_a_database_outage_and_records_everything_o
     assert refused.json()["error"]["code"] == "database_unavailable"
     assert feedback.status_code == 503, feedback.text
     assert feedback.json()["error"]["code"] == "database_unavailable"
+    assert listed.status_code == 503, listed.text  # the management API says so too
+    assert listed.json()["error"]["code"] == "database_unavailable"
     assert took < 1.0
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
