@@ -7,7 +7,8 @@ The classifier's score gives a tier; the guards then lift it, never lower it: a 
 never goes down to a model that cannot do what it asks. Required tools keep it at the
 top; a strict JSON schema, images or a context longer than a model's window skip each
 tier whose model cannot take them. "The top" is what the client asked for: for `auto`
-the complex tier, for a model in the policy's apply-to list that model itself.
+the complex tier, for a model in the policy's apply-to list that model itself, which
+only goes to a tier whose model the model table prices lower ("price" when none is).
 """
 
 from dataclasses import dataclass
@@ -73,9 +74,14 @@ def decide(*, policy: PolicySnapshot, assessment: Assessment, asked: str) -> Dec
     top = complex_tier if auto else TierModel(name=asked, priced_as=asked)
     guard = "tools" if assessment.tools_required and index < _TOP else ""
     chosen = top
+    ceiling = None if auto else policy.apply_to_prices.get(asked)
     if not guard:
         while index < _TOP:
-            refused = _refusal(policy.tiers[index], assessment)
+            tier = policy.tiers[index]
+            refused = _refusal(tier, assessment)
+            if not auto and not refused and (
+                    ceiling is None or tier.price is None or tier.price >= ceiling):
+                refused = "price"  # never up: only a tier known to be cheaper
             if not refused:
                 chosen = policy.tiers[index]
                 break

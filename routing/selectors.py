@@ -150,7 +150,7 @@ def tier_model(name: str, *, routes: dict[str, Route], prices: PriceBook) -> Tie
         found = prices.capabilities_for(name, now)
         return TierModel(name=name, priced_as=name, context_window=found.context_window,
                          tools=found.tools, json_schema=found.json_schema,
-                         images=found.images)
+                         images=found.images, price=_unit_price(prices, name))
     route = routes.get(name[1:])
     models = [target.upstream_model for target in route.targets] if route else []
     if not models:
@@ -161,7 +161,13 @@ def tier_model(name: str, *, routes: dict[str, Route], prices: PriceBook) -> Tie
         name=name[1:], priced_as=models[0],
         context_window=None if None in windows else min(windows),  # type: ignore[type-var]
         tools=all(c.tools for c in each), json_schema=all(c.json_schema for c in each),
-        images=all(c.images for c in each))
+        images=all(c.images for c in each), price=_unit_price(prices, models[0]))
+
+
+def _unit_price(prices: PriceBook, model: str) -> float | None:
+    """Input plus output USD per million tokens now; None when unpriced."""
+    price = prices.price_for(model, timezone.now())
+    return float(price.input_per_million + price.output_per_million) if price else None
 
 
 def policy_snapshot(policy: RoutingPolicy, routes: dict[str, Route], *,
@@ -174,4 +180,6 @@ def policy_snapshot(policy: RoutingPolicy, routes: dict[str, Route], *,
                                policy.complex_model))
     return PolicySnapshot(mode=policy.mode, tiers=tiers,  # type: ignore[arg-type]
                           simple_below=policy.simple_below, complex_from=policy.complex_from,
-                          apply_to=frozenset(policy.apply_to), generation=policy.generation)
+                          apply_to=frozenset(policy.apply_to), generation=policy.generation,
+                          apply_to_prices={model: _unit_price(prices, model)
+                                           for model in policy.apply_to})

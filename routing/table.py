@@ -60,6 +60,8 @@ class TierModel:
     tools: bool = False
     json_schema: bool = False
     images: bool = False
+    # Input plus output USD per million tokens (the model table's); None: unpriced.
+    price: float | None = None
 
 
 # The value of a policy's tiers, in order, cheapest first.
@@ -76,6 +78,9 @@ class PolicySnapshot:
     complex_from: float
     apply_to: frozenset[str] = frozenset()
     generation: int = 1
+    # The apply-to models' prices (as TierModel.price): a request for one of them only
+    # goes to a tier known to be cheaper.
+    apply_to_prices: dict[str, float | None] = field(default_factory=dict)
 
     def applies_to(self, model: str) -> bool:
         return model == AUTO or model in self.apply_to

@@ -8,16 +8,19 @@ from routing.policy import decide
 from routing.table import PolicySnapshot, TierModel
 
 MINI = TierModel("gpt-4o-mini", "gpt-4o-mini", context_window=128_000, tools=True,
-                 json_schema=True, images=True)
-TEXT_ONLY = TierModel("gpt-3.5-turbo", "gpt-3.5-turbo", context_window=16_385, tools=True)
+                 json_schema=True, images=True, price=0.75)
+TEXT_ONLY = TierModel("gpt-3.5-turbo", "gpt-3.5-turbo", context_window=16_385, tools=True,
+                      price=2.0)
 BIG = TierModel("gpt-4o", "gpt-4o", context_window=128_000, tools=True, json_schema=True,
-                images=True)
+                images=True, price=12.5)
 
 
-def policy(*tiers: TierModel, mode: str = "on", apply_to=()) -> PolicySnapshot:
+def policy(*tiers: TierModel, mode: str = "on", apply_to=(), prices=None) -> PolicySnapshot:
+    # gpt-4-turbo's list price, input plus output per million: 40.
     return PolicySnapshot(mode=mode, tiers=tiers or (TEXT_ONLY, MINI, BIG),
                           simple_below=0.25, complex_from=0.5,
-                          apply_to=frozenset(apply_to), generation=3)
+                          apply_to=frozenset(apply_to), generation=3,
+                          apply_to_prices=prices or dict.fromkeys(apply_to, 40.0))
 
 
 def assessment(score: float, *, tokens: int = 100, **facts) -> Assessment:
@@ -110,3 +113,15 @@ def test_it_only_records_in_shadow_mode():
     assert (listed.model, listed.send) == ("gpt-3.5-turbo", "gpt-4-turbo")
     assert auto.header() == ("tier=simple; score=0.10; model=gpt-3.5-turbo; asked=auto; "
                              "mode=shadow")
+
+
+def test_it_never_sends_a_listed_model_up_to_a_pricier_or_unpriced_tier():
+    # gpt-4o-mini listed: the simple tier (gpt-3.5-turbo, 2.0) costs more than it (0.75).
+    listed = policy(apply_to=["gpt-4o-mini"], prices={"gpt-4o-mini": 0.75})
+    unpriced = policy(apply_to=["house-model"], prices={"house-model": None})
+
+    up = decide(policy=listed, assessment=assessment(0.1), asked="gpt-4o-mini")
+    unknown = decide(policy=unpriced, assessment=assessment(0.1), asked="house-model")
+
+    assert (up.tier, up.model, up.guard) == ("complex", "gpt-4o-mini", "price")
+    assert (unknown.model, unknown.guard) == ("house-model", "price")
