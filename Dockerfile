@@ -14,4 +14,4 @@ USER cognitude
 EXPOSE 8000
 # One worker per core (WEB_CONCURRENCY to change it); their Prometheus metrics meet in
 # one directory, emptied at each start.
-CMD ["sh", "-c", "export PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus && rm -rf $PROMETHEUS_MULTIPROC_DIR && mkdir -p $PROMETHEUS_MULTIPROC_DIR && python manage.py migrate --noinput && exec uvicorn cognitude.asgi:application --host 0.0.0.0 --port 8000 --loop uvloop --http httptools --no-access-log --workers ${WEB_CONCURRENCY:-$(nproc)}"]
+CMD ["sh", "-c", "export PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus && rm -rf $PROMETHEUS_MULTIPROC_DIR && mkdir -p $PROMETHEUS_MULTIPROC_DIR && python manage.py migrate --noinput && exec uvicorn cognitude.asgi:application --host 0.0.0.0 --port 8000 --loop uvloop --http cognitude.server:HttpProtocol --no-access-log --workers ${WEB_CONCURRENCY:-$(nproc)}"]

@@ -20,7 +20,7 @@ from cognitude.db import run_in_db_thread
 from organizations.services import AuthFailure
 from proxy.auth import authenticate
 from proxy.http import BodyTooLarge, read_body, respond, respond_error
-from proxy.parse import api_key_from, request_headers
+from proxy.parse import api_key_from, declared_too_large, request_headers
 
 MAX_NOTE = 2000
 _MAX_BODY = 16 * 1024
@@ -41,7 +41,7 @@ def _valid(body: object) -> tuple[str, float, str, str] | tuple[str, str]:
     if (score is None) == (rating is None):
         return "Give either 'score' (a number from 0 to 1) or 'rating' ('up' or 'down')", "score"
     if rating is not None:
-        if rating not in _RATINGS:
+        if not isinstance(rating, str) or rating not in _RATINGS:  # a list is unhashable
             return "'rating' must be 'up' or 'down'", "rating"
         score = _RATINGS[rating]
     elif (not isinstance(score, int | float) or isinstance(score, bool)
@@ -64,6 +64,10 @@ async def handle_feedback(scope, receive, send, headers: list) -> None:
                             code="invalid_api_key")
         return
     try:
+        # Refused on Content-Length alone too: a body declared over the limit may never
+        # come, and reading would wait for it.
+        if declared_too_large(request_headers(scope), _MAX_BODY) is not None:
+            raise BodyTooLarge
         raw = await read_body(receive, _MAX_BODY)
     except BodyTooLarge:
         await respond_error(send, 413, f"The request body is over {_MAX_BODY} bytes",

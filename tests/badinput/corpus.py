@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from proxy.app import MODELS_PATH, POST_ENDPOINTS
+from proxy.app import FEEDBACK_PATH, MODELS_PATH, POST_ENDPOINTS
 from tests.badinput.wire import request_bytes
 
 JSON = (b"Content-Type", b"application/json")
@@ -164,8 +164,11 @@ def _v1_post(path: str, key: str, body: bytes, *extra: tuple[bytes, bytes],
 
 
 def _v1_body_cases(endpoint: str, path: str, keys: Keys) -> Iterator[Case]:
-    good = GOOD_BODIES.get(endpoint, _GENERIC_BODY)
-    checks = _CHECKS.get(endpoint, _COMMON_CHECKS)
+    if endpoint == "feedback":
+        good, checks = FEEDBACK_BODY, _FEEDBACK_CHECKS
+    else:
+        good = GOOD_BODIES.get(endpoint, _GENERIC_BODY)
+        checks = _CHECKS.get(endpoint, _COMMON_CHECKS)
     good_bytes = _json(good)
 
     def refused(name: str, body: bytes, *extra: tuple[bytes, bytes]) -> Case:
@@ -328,9 +331,21 @@ def _models_cases(keys: Keys) -> Iterator[Case]:
         False)
 
 
+# POST /v1/feedback has a parser of its own (proxy/feedback.py); the request id below
+# is nobody's, so even a well-formed body is a 404 there.
+FEEDBACK_BODY = {"request_id": "0" * 32, "rating": "up"}
+_FEEDBACK_CHECKS: dict[str, Callable[[object], bool]] = {
+    "request_id": lambda v: isinstance(v, str) and 0 < len(v) <= 64,
+    "score": lambda v: v is None or _is_number(v) and 0 <= v <= 1,
+    "rating": lambda v: v in (None, "up", "down"),
+    "note": lambda v: v is None or isinstance(v, str) and len(v) <= 2000,
+}
+
+
 def v1_cases(keys: Keys) -> Iterator[Case]:
     for path, endpoint in POST_ENDPOINTS.items():
         yield from _v1_body_cases(endpoint, path, keys)
+    yield from _v1_body_cases("feedback", FEEDBACK_PATH, keys)
     yield from _models_cases(keys)
     for target in ("/v1/", "/v1/chat/completion", "/v1/%ff", "/v1/" + "x" * 8000,
                    "/v1/chat/completions/../../admin/"):

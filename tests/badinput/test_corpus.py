@@ -95,13 +95,17 @@ def get(port: int, target: str, headers: list[tuple[bytes, bytes]]) -> Answer:
     return asyncio.run(once())
 
 
-@pytest.fixture
-def badinput_gateway(live_world):
+@pytest.fixture(scope="module")
+def badinput_gateway(django_db_setup, django_db_blocker):
     """A gateway of this module's own, so its failed authentications (the corpus sends
     hundreds) count against nobody else's address, and its memory is the corpus's."""
-    gateway = start_gateway({"REDIS_URL": TEST_REDIS_URL,
-                             "COGNITUDE_LIMITS_UNAUTHENTICATED_PER_MINUTE": "0"},
-                            args=("--http", "cognitude.server:HttpProtocol"))
+    with django_db_blocker.unblock():
+        gateway = start_gateway({"REDIS_URL": TEST_REDIS_URL,
+                                 "COGNITUDE_LIMITS_UNAUTHENTICATED_PER_MINUTE": "0",
+                                 # An unknown request id is a 404 almost at once, not
+                                 # after waiting for its record to land.
+                                 "COGNITUDE_FEEDBACK_WAIT_SECONDS": "0.01"},
+                                args=("--http", "cognitude.server:HttpProtocol"))
     yield gateway
     gateway.stop()
 
@@ -150,3 +154,26 @@ def test_it_survives_the_bad_input_corpus(badinput_gateway, live_world, fake_ups
     assert rss(pid) - before < RSS_GROWTH_LIMIT
     assert badinput_gateway.process.poll() is None
     wait_for_quiet_writes()
+
+
+def test_it_keeps_no_database_connection_per_api_request(badinput_gateway, live_world):
+    # Django runs each request in a thread of its own: a connection kept past the
+    # request was never used again, and a few concurrent clients of /api exhausted
+    # PostgreSQL's max_connections.
+    from django.db import connection
+
+    def gateway_connections() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND pid <> pg_backend_pid()")
+            return cursor.fetchone()[0]
+
+    port = int(badinput_gateway.url.rsplit(":", 1)[1])
+    request = request_bytes("GET", "/api/keys", [corpus.bearer(live_world.a.raw_key)])
+    before = gateway_connections()
+
+    answers = asyncio.run(send_all(port, [corpus.Case(f"keys {i}", request, False)
+                                          for i in range(80)]))
+
+    assert {answer.status for answer in answers} == {403}  # a proxy key: not managing
+    assert gateway_connections() - before <= 2
