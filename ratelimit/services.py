@@ -4,33 +4,19 @@ the values before and after); and the record of a budget crossing.
 Every process sees a change within COGNITUDE_LIMITS_CACHE_SECONDS.
 """
 
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from organizations.models import ApiKey, Organization
+from organizations.services import Actor  # who makes a change, as the audit trail's
 from ratelimit.models import Budget, BudgetCrossing, Limit, LimitChange, LimitPolicy, scope_label
 from ratelimit.snapshot import BudgetSpec
 
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "requests_per_day",
                 "concurrent_requests")
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who makes a change: a user (dashboard, admin, the API with a session), or a
-    command or API key named by `label`."""
-
-    label: str
-    user: AbstractBaseUser | None = None
-
-    @classmethod
-    def of_user(cls, user: AbstractBaseUser) -> "Actor":
-        return cls(label=user.get_username(), user=user)
 
 
 def _audit(*, organization: Organization, target: str, subject: str, actor: Actor,
