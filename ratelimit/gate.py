@@ -140,6 +140,7 @@ class Plan:
     # Before the cache: takes what a hit spends (a request, when hits count) and only
     # checks the rest; the same string for every request.
     first: str
+    first_checks: list[Check]
     # Before going upstream: the entries taken then (their indexes in `entries`), and a
     # reserve_spec with TOKENS and ESTIMATE in it.
     upstream: tuple[int, ...]
@@ -193,7 +194,7 @@ def _plan_build(limits: OrgLimits, key_id: int, model: str, now: datetime) -> Pl
     first = [e.check if _taken_by_hits(e) else _only_checked(e.check) for e in entries]
     upstream = tuple(i for i, e in enumerate(entries) if not _taken_by_hits(e))
     upstream_checks = [entries[i].check for i in upstream]
-    return Plan(tuple(entries), [c.key for c in first], reserve_spec(first), upstream,
+    return Plan(tuple(entries), [c.key for c in first], reserve_spec(first), first, upstream,
                 [c.key for c in upstream_checks], reserve_spec(upstream_checks), has_budgets,
                 until)
 
@@ -449,8 +450,7 @@ class RequestLimits:
             return None
         entries = list(plan.entries)
         answer = await _take(limiter(), org_id, limits.fail_closed, entries,
-                             [e.check if _taken_by_hits(e) else _only_checked(e.check)
-                              for e in entries], plan.keys, plan.first, lease)
+                             plan.first_checks, plan.keys, plan.first, lease)
         if isinstance(answer, LimitRefusal):
             return answer
         _, raw = answer

@@ -335,16 +335,17 @@ def limiter() -> Limiter:
     the embedded defaults) this process's memory."""
     from django.conf import settings
 
-    if not settings.COGNITUDE_LIMITS_REDIS_URL:
-        return _local
     loop = asyncio.get_running_loop()
     found = _redis.get(loop)
-    if found is None:
-        found = _redis[loop] = RedisLimiter(
-            settings.COGNITUDE_LIMITS_REDIS_URL,
-            timeout=settings.COGNITUDE_LIMITS_REDIS_TIMEOUT,
-            breaker_seconds=settings.COGNITUDE_REDIS_BREAKER_SECONDS,
-        )
-        while len(_redis) > _MAX_LOOPS:
-            _redis.popitem(last=False)
+    if found is not None:
+        return found  # every limited request asks: the settings only when it is new
+    if not settings.COGNITUDE_LIMITS_REDIS_URL:
+        return _local
+    found = _redis[loop] = RedisLimiter(
+        settings.COGNITUDE_LIMITS_REDIS_URL,
+        timeout=settings.COGNITUDE_LIMITS_REDIS_TIMEOUT,
+        breaker_seconds=settings.COGNITUDE_REDIS_BREAKER_SECONDS,
+    )
+    while len(_redis) > _MAX_LOOPS:
+        _redis.popitem(last=False)
     return found

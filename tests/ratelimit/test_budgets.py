@@ -55,10 +55,10 @@ def test_it_overruns_a_budget_by_at_most_one_estimate_under_50_concurrent(limits
 
 
 def test_it_prices_a_route_alias_as_its_target_when_reserving(limits_gateway, priced):
-    from tests.routing.helpers import make_route
-    # The alias has no price of its own: reserved at 0, all 50 would get through.
     from organizations.models import Provider
+    from tests.routing.helpers import make_route
 
+    # The alias has no price of its own: reserved at 0, all 50 would get through.
     provider = Provider.objects.get(organization=priced.a.org)
     make_route(priced.a.org, "house-model", (provider, "gpt-4o-mini"))
     set_budget(priced.a, "0.01")
