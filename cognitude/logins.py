@@ -28,6 +28,8 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
+from cognitude.redis_urls import sync_redis
+
 log = logging.getLogger("cognitude.logins")
 
 KEY_PREFIX = "cognitude:login-failures:"
@@ -91,8 +93,9 @@ class _MemoryStore:
 class _RedisStore:
     def __init__(self, url: str) -> None:
         timeout = settings.COGNITUDE_LIMITS_REDIS_TIMEOUT
-        self._redis = redis.Redis.from_url(url, socket_timeout=timeout,
-                                           socket_connect_timeout=timeout)
+        # A Sentinel set too (redis+sentinel://): the client finds the master itself.
+        self._redis = sync_redis(url, socket_timeout=timeout,
+                                 socket_connect_timeout=timeout)
 
     def blocked_for(self, counters: list[Counter]) -> float:
         pipe = self._redis.pipeline(transaction=False)

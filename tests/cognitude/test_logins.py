@@ -15,6 +15,7 @@ from django.contrib.auth.hashers import MD5PasswordHasher
 from django.test import Client
 
 from cognitude.logins import KEY_PREFIX
+from fakeupstream.testing import free_port
 from tests.conftest import TEST_REDIS_URL
 from tests.live import PROJECT_DIR
 
@@ -149,3 +150,12 @@ def test_it_shares_the_count_between_processes(throttle):
     client, page = sign_in("ann", "right-ann")
 
     assert not signed_in(client) and "Too many failed sign-ins" in page
+
+
+def test_it_fails_open_when_its_redis_does_not_answer(throttle):
+    # A closed port: refused at once. A down Redis must not lock operators out.
+    throttle.COGNITUDE_LIMITS_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    for _ in range(4):
+        assert "correct username and password" in sign_in("ann", "wrong")[1]
+
+    assert signed_in(sign_in("ann", "right-ann")[0])
