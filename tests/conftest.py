@@ -1,6 +1,7 @@
 """Shared test world: alice (owner of org A), bob (member of org A), charlie (owner of
 org B); real PostgreSQL and Redis, the fake upstream and the gateway over sockets."""
 
+import functools
 import json
 import logging
 import os
@@ -13,7 +14,9 @@ from importlib import import_module
 import pytest
 import redis as redis_lib
 from django.apps import apps as django_apps
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractBaseUser
 
 from cognitude.db import db_threads_stop
@@ -161,9 +164,19 @@ class World:
     b: Tenant
 
 
+@functools.cache
+def _password_hash(password: str, hashers: tuple[str, ...]) -> str:
+    """make_password once per password and hasher list: the default hasher (what
+    `live_world` keeps, for the gateway's logins) costs ~0.25 s, three per world."""
+    return make_password(password)
+
+
 def make_user(username: str) -> AbstractBaseUser:
-    return get_user_model().objects.create_user(
-        username=username, email=f"{username}@example.com", password="pw-" + username
+    # As create_user makes it, with the password's hash computed once per process: a
+    # real hash of the default (or the test's) hasher, which logins check as usual.
+    return get_user_model().objects.create(
+        username=username, email=f"{username}@example.com",
+        password=_password_hash("pw-" + username, tuple(django_settings.PASSWORD_HASHERS)),
     )
 
 
