@@ -42,7 +42,7 @@ test: $(STAMP) smoke
 	$(BIN)/ruff check . bin/run-demo bin/smoke-install
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) \
 	TEST_BROKER_URL=$(TEST_BROKER_URL) REDIS_URL= CELERY_BROKER_URL= \
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 4 --dist loadgroup --durations=25 $(PYTEST_ARGS)
 	# make run's path: SQLite, the in-process hot tier, inline tasks (tests/test_embedded.py).
 	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL $(BIN)/python -m pytest -m embedded
 
