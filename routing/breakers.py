@@ -20,6 +20,7 @@ down, the process's own copy is the state.
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -160,7 +161,7 @@ class Breakers:
         if self._redis.usable:
             try:
                 raw = await self._failure(keys=[STATE_KEY], args=[
-                    key, f"{now:.3f}", self._threshold, self._cooldown, _STATE_TTL_SECONDS])
+                    key, _stamp(now), self._threshold, self._cooldown, _STATE_TTL_SECONDS])
                 self._states[key] = BreakerState.parse(raw)
             except (RedisError, OSError) as exc:
                 self._redis.trouble(exc)
@@ -188,10 +189,16 @@ class Breakers:
             return True
         try:
             return bool(await self._claim(keys=[STATE_KEY],
-                                          args=[key, f"{now:.3f}", self._cooldown]))
+                                          args=[key, _stamp(now), self._cooldown]))
         except (RedisError, OSError) as exc:
             self._redis.trouble(exc)
             return True
+
+
+def _stamp(now: float) -> str:
+    """`now` for the scripts, in ms, rounded down: rounded to the nearest, a breaker
+    could be stored open up to half a millisecond past its cool-down."""
+    return f"{math.floor(now * 1000) / 1000:.3f}"
 
 
 # One per event loop, with the loop's Redis client.

@@ -93,6 +93,7 @@ def chat(gateway: Gateway, raw_key: str, text: str) -> tuple[httpx.Response, flo
     return response, time.monotonic() - started
 
 
+@pytest.mark.xdist_group("broker")  # its worker needs RabbitMQ up (the broker tests stop it)
 def test_it_serves_known_keys_through_a_database_outage_and_records_everything_once(
         outage: Outage, live_world: World) -> None:
     org, admin, doomed = live_world.a.org, outage.admin, outage.doomed
