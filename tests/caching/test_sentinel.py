@@ -7,6 +7,7 @@ breaker's window of the switch."""
 import asyncio
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +37,12 @@ SLACK_SECONDS = 1.5
 
 
 def _redis(port: int, *extra: str) -> subprocess.Popen:
+    # Its own directory: a replica's full sync writes the master's snapshot to a file
+    # there, whatever --save says (it was landing in the repository as dump.rdb).
     process = subprocess.Popen(
         [shutil.which("redis-server"), "--port", str(port), "--bind", HOST, "--save", "",
-         "--appendonly", "no", *extra], stdout=subprocess.DEVNULL)
+         "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="cognitude-redis-"), *extra],
+        stdout=subprocess.DEVNULL)
     client = redis.Redis(host=HOST, port=port, socket_connect_timeout=0.2)
     wait_until(lambda: _pings(client), timeout=10, what=f"redis on {port}")
     client.close()
