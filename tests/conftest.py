@@ -69,6 +69,9 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+# First: xdist's own hook reads the groups into the node ids, and runs before a plain
+# conftest hook; after it, these markers grouped nothing.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if item.nodeid.startswith(_NEEDS_THE_BROKER_ALONE):
