@@ -156,10 +156,11 @@ def tier_model(name: str, *, routes: dict[str, Route], prices: PriceBook) -> Tie
     if not models:
         return TierModel(name=name[1:], priced_as=name[1:])
     each = [prices.capabilities_for(model, now) for model in models]
-    windows = [c.context_window for c in each]
+    # A window unknown for any target is no known limit for the route.
+    windows = [c.context_window for c in each if c.context_window is not None]
     return TierModel(
         name=name[1:], priced_as=models[0],
-        context_window=None if None in windows else min(windows),  # type: ignore[type-var]
+        context_window=min(windows) if len(windows) == len(each) else None,
         tools=all(c.tools for c in each), json_schema=all(c.json_schema for c in each),
         images=all(c.images for c in each), price=_unit_price(prices, models[0]))
 
@@ -175,10 +176,10 @@ def policy_snapshot(policy: RoutingPolicy, routes: dict[str, Route], *,
     """The policy frozen for the request path, its tiers resolved (one query for the
     model table unless `prices` is given)."""
     prices = prices or PriceBook.load()
-    tiers = tuple(tier_model(name, routes=routes, prices=prices)
-                  for name in (policy.simple_model, policy.standard_model,
-                               policy.complex_model))
-    return PolicySnapshot(mode=policy.mode, tiers=tiers,  # type: ignore[arg-type]
+    simple, standard, complex_ = (tier_model(name, routes=routes, prices=prices)
+                                  for name in (policy.simple_model, policy.standard_model,
+                                               policy.complex_model))
+    return PolicySnapshot(mode=policy.mode, tiers=(simple, standard, complex_),
                           simple_below=policy.simple_below, complex_from=policy.complex_from,
                           apply_to=frozenset(policy.apply_to), generation=policy.generation,
                           apply_to_prices={model: _unit_price(prices, model)
