@@ -245,7 +245,16 @@ def _spend_since(key: tuple[int, int | None, float]) -> Decimal:
     from ratelimit.selectors import period_spend
 
     org_id, key_id, since = key
-    return period_spend(org_id=org_id, key_id=key_id, since=datetime.fromtimestamp(since, tz=UTC))
+    spent = period_spend(org_id=org_id, key_id=key_id,
+                         since=datetime.fromtimestamp(since, tz=UTC))
+    # Said once per rebuild, not by every request that found the counter gone. A new
+    # period's counter starts this way too; one with spend already recorded was lost:
+    # the limits Redis restarted, was flushed, or evicts (it should not: README).
+    logger.log(logging.WARNING if spent else logging.INFO,
+               "org %s: budget counter missing from the limits Redis, rebuilt from the "
+               "records ($%s spent since %s)", org_id, spent,
+               datetime.fromtimestamp(since, tz=UTC).isoformat())
+    return spent
 
 
 # Shared by the requests that find the same counter missing at once (a flush, a
@@ -261,7 +270,6 @@ async def _seeds(org_id: int, entries: list[Entry], missing: list[int]) -> dict[
         assert spec is not None and period is not None
         spent = await _spends.get((org_id, spec.key_id, period.start.timestamp()))
         seeds[i] = Seed(units(spent), period.ttl_s(now))
-    logger.info("org %s: rebuilt %d budget counter(s) from the records", org_id, len(seeds))
     return seeds
 
 
