@@ -244,16 +244,15 @@ def _priced_as(routing: RoutingTable | None, model: str) -> list[str]:
 def _spend_since(key: tuple[int, int | None, float]) -> Decimal:
     from ratelimit.selectors import period_spend
 
-    org_id, key_id, since = key
-    spent = period_spend(org_id=org_id, key_id=key_id,
-                         since=datetime.fromtimestamp(since, tz=UTC))
+    org_id, key_id, since_s = key
+    since = datetime.fromtimestamp(since_s, tz=UTC)
+    spent = period_spend(org_id=org_id, key_id=key_id, since=since)
     # Said once per rebuild, not by every request that found the counter gone. A new
     # period's counter starts this way too; one with spend already recorded was lost:
     # the limits Redis restarted, was flushed, or evicts (it should not: README).
     logger.log(logging.WARNING if spent else logging.INFO,
                "org %s: budget counter missing from the limits Redis, rebuilt from the "
-               "records ($%s spent since %s)", org_id, spent,
-               datetime.fromtimestamp(since, tz=UTC).isoformat())
+               "records ($%s spent since %s)", org_id, spent, since.isoformat())
     return spent
 
 
