@@ -197,8 +197,9 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # under the visibility timeout below, or Redis hands out a second copy of it each time.
 COGNITUDE_TASK_RETRY_MAX_SECONDS = 10
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    # Survives the broker dropping (cognitude/celery.py says how).
-    CELERY_BROKER_TRANSPORT = "cognitude.celery:RedisTransport"
+    # Loses nothing to a worker or the broker dying, and survives the broker dropping
+    # (cognitude/broker.py says how).
+    CELERY_BROKER_TRANSPORT = "cognitude.broker:RedisTransport"
     if CELERY_BROKER_URL.startswith("rediss://"):
         # What kombu does for a rediss:// URL, which it no longer sees once the transport
         # is named: TLS, here verifying the server's certificate.
@@ -215,6 +216,9 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "visibility_timeout": 30,
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,  # kombu scans on every 10th sweep by default
+        # One list per queue (no task here has a priority), which a worker fetches from
+        # with BLMOVE (cognitude/broker.py).
+        "priority_steps": [0],
         # A hung broker (not a dead one) must not hold a worker's acknowledgement forever.
         "socket_timeout": 5,
         "socket_connect_timeout": 5,
