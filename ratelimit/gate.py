@@ -20,7 +20,10 @@ off) but never against tokens or spend.
 
 Every request pays for this, hits included, so the work that does not depend on the
 request is done once per organization, key and model (`Plan`) and a request fills in
-its token count and cost estimate.
+its token count and cost estimate. And the first call takes ahead (`Grant`): when a
+limit has plenty left, one call takes up to 1/16 of what remains of it for the requests
+this process will see in the next COGNITUDE_LIMITS_GRANT_SECONDS, and gives back what
+they did not use; near a limit it takes one request at a time, exactly as without.
 """
 
 import asyncio
@@ -73,13 +76,17 @@ logger = logging.getLogger("cognitude.ratelimit")
 
 MINUTE_MS, DAY_MS = 60_000, 86_400_000
 Header = tuple[bytes, bytes]
-# A plan's placeholders for what each request fills in.
-TOKENS, ESTIMATE = "{t}", "{e}"
+# A plan's placeholders for what each request fills in, and its first call's requests.
+TOKENS, ESTIMATE, AHEAD = "{t}", "{e}", "{n}"
 
 # Read once: settings lookups show in the hit path's profile.
 _COUNT_HITS = settings.COGNITUDE_LIMITS_COUNT_HITS
 _DEFAULT_COMPLETION = settings.COGNITUDE_LIMITS_DEFAULT_COMPLETION_TOKENS
 _LEASE_MS = int(settings.COGNITUDE_LIMITS_LEASE_SECONDS * 1000)
+_GRANT_SECONDS = settings.COGNITUDE_LIMITS_GRANT_SECONDS
+# A grant takes at most this share of what a limit has left, and at most this many.
+_GRANT_SHARE, _GRANT_MOST = 16, 256
+_UNCOUNTED = 1 << 62
 _COMPLETION_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
@@ -129,7 +136,33 @@ class Entry:
     period: BudgetPeriod | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
+class Grant:
+    """A first call's answer, served for a moment to the requests after it: `ahead`
+    requests it took for them on each limit a hit takes (rpm, rpd) and has not handed
+    out yet, and what it found on the limits it only checked (tokens, spend, slots in
+    flight: a cache hit spends none, and a call upstream takes those exactly)."""
+
+    store: "Limiter"
+    raw: list
+    ahead: int
+    until: float  # monotonic
+
+    def read(self, plan: "Plan") -> list:
+        """The call's answer as it reads now: what it took ahead and has not handed out
+        is still there for the requests to come."""
+        raw = list(self.raw)
+        for i in plan.hit_taken:
+            raw[5 * i + 1] += self.ahead
+        return raw
+
+    def serve(self, plan: "Plan") -> list:
+        """One request's share of the grant, and the answer as it reads for it."""
+        self.ahead -= 1
+        return self.read(plan)
+
+
+@dataclass(slots=True)
 class Plan:
     """What applies to one key and model of an organization: the rows that match it (the
     organization's, its model's, the key's, the key's model's) and its budgets, budgets
@@ -137,10 +170,12 @@ class Plan:
 
     entries: tuple[Entry, ...]
     keys: list[str]
-    # Before the cache: takes what a hit spends (a request, when hits count) and only
-    # checks the rest; the same string for every request.
+    # Before the cache: takes what a hit spends (a request, when hits count: AHEAD of
+    # them for a grant; `first` is the template's one) and only checks the rest.
     first: str
+    first_template: str
     first_checks: list[Check]
+    hit_taken: tuple[int, ...]  # the entries the first call takes
     # Before going upstream: the entries taken then (their indexes in `entries`), and a
     # reserve_spec with TOKENS and ESTIMATE in it.
     upstream: tuple[int, ...]
@@ -149,6 +184,8 @@ class Plan:
     has_budgets: bool
     # A budget's period ends (Unix time): its key names the period, so a new plan then.
     until: float
+    grant: Grant | None = None
+    asking: bool = False  # a first call taking ahead is in flight
 
 
 def _rate_entries(org_id: int, spec: LimitSpec) -> list[Entry]:
@@ -192,11 +229,39 @@ def _plan_build(limits: OrgLimits, key_id: int, model: str, now: datetime) -> Pl
             specs.append(spec)
             entries += _rate_entries(limits.org_id, spec)
     first = [e.check if _taken_by_hits(e) else _only_checked(e.check) for e in entries]
+    hit_taken = tuple(i for i, e in enumerate(entries) if _taken_by_hits(e))
+    template = [replace(c, cost=AHEAD) if i in hit_taken else c for i, c in enumerate(first)]
     upstream = tuple(i for i, e in enumerate(entries) if not _taken_by_hits(e))
     upstream_checks = [entries[i].check for i in upstream]
-    return Plan(tuple(entries), [c.key for c in first], reserve_spec(first), first, upstream,
+    return Plan(tuple(entries), [c.key for c in first], reserve_spec(first),
+                reserve_spec(template), first, hit_taken, upstream,
                 [c.key for c in upstream_checks], reserve_spec(upstream_checks), has_budgets,
                 until)
+
+
+def _ahead(plan: Plan) -> int:
+    """How many requests the next first call takes: one, or for a grant a share of what
+    the tightest limit had left at the last call."""
+    last = plan.grant
+    if last is None or not plan.hit_taken or not _GRANT_SECONDS:
+        return 1
+    left = min(last.raw[5 * i + 1] for i in plan.hit_taken)
+    return max(1, min(left // _GRANT_SHARE, _GRANT_MOST))
+
+
+def _granted(plan: Plan) -> bool:
+    grant = plan.grant
+    return grant is not None and grant.ahead > 0 and time.monotonic() < grant.until
+
+
+def _give_back(org_id: int, plan: Plan, grant: Grant) -> None:
+    """At a grant's end: the requests it took and no request used, back to their limits."""
+    unused, grant.ahead = grant.ahead, 0
+    if unused <= 0:
+        return
+    checks = [plan.first_checks[i] for i in plan.hit_taken]
+    settlements.add(grant.store, org_id, [c.key for c in checks],
+                    [settle_rate(c, -unused) for c in checks], [None] * len(checks))
 
 
 _MAX_PLANS = 1000  # per snapshot: model names are the clients' to choose
@@ -455,18 +520,70 @@ class RequestLimits:
         plan = _plan(limits, key_id, body.get("model") or "")
         if not plan.entries:
             return None
-        entries = list(plan.entries)
-        answer = await _take(limiter(), org_id, limits.fail_closed, entries,
-                             plan.first_checks, plan.keys, plan.first, lease)
-        if isinstance(answer, LimitRefusal):
-            return answer
-        _, raw = answer
+        if _granted(plan):
+            raw = plan.grant.serve(plan)
+        else:
+            raw = await self._first_call(org_id, limits.fail_closed, plan, lease)
+            if isinstance(raw, LimitRefusal):
+                return raw
+            # Refused a request another call of this process took ahead meanwhile (all
+            # arrived at once): it is this one's.
+            if not all_ok(raw) and _granted(plan) and all(
+                    raw[5 * i] == 1 for i in plan.upstream):
+                raw = plan.grant.serve(plan)
         self.headers = rate_headers(plan.entries, raw)
         if not all_ok(raw):
-            return _refused(entries, raw, 0, 0)
+            return _refused(list(plan.entries), raw, 0, 0)
         self._admitted = _Admitted(org_id, limits.fail_closed, plan, raw, endpoint, body,
                                    body_size, lease, routing)
         return None
+
+    @staticmethod
+    async def _first_call(org_id: int, fail_closed: bool, plan: Plan,
+                          lease: str) -> list | LimitRefusal:
+        """The first call's answer for this request, taking requests ahead for a grant
+        when the limits have plenty left (and one alone when that many do not fit)."""
+        entries = list(plan.entries)
+        # One call at a time takes ahead: the requests that come meanwhile take one
+        # each, so a busy moment does not take many grants' worth at once.
+        ahead = 1 if plan.asking else _ahead(plan)
+        asking = ahead > 1
+        if asking:
+            plan.asking = True
+        try:
+            while True:
+                checks = plan.first_checks if ahead == 1 else [
+                    replace(c, cost=ahead) if i in plan.hit_taken else c
+                    for i, c in enumerate(plan.first_checks)]
+                spec = plan.first if ahead == 1 else plan.first_template.format(n=ahead)
+                answer = await _take(limiter(), org_id, fail_closed, entries, checks,
+                                     plan.keys, spec, lease)
+                if isinstance(answer, LimitRefusal):
+                    return answer
+                store, raw = answer
+                if ahead == 1 or all_ok(raw):
+                    break
+                ahead = 1
+        finally:
+            if asking:
+                plan.asking = False
+        # This request is one of those taken; when hits take nothing, the grant only
+        # repeats what the call checked, for as many as come. A refusal is kept too,
+        # for the next call's size.
+        spare = 0
+        if all_ok(raw) and _GRANT_SECONDS:
+            spare = ahead - 1 if plan.hit_taken else _UNCOUNTED
+        now = time.monotonic()
+        grant = Grant(store, raw, spare, now + _GRANT_SECONDS)
+        current = plan.grant
+        # Never in place of one with requests left to hand out (a call that went one at
+        # a time, while it was being taken): they would wait unused for their give-back.
+        if spare or current is None or current.ahead <= 0 or now >= current.until:
+            plan.grant = grant
+        if plan.hit_taken and spare:
+            asyncio.get_running_loop().call_later(_GRANT_SECONDS, _give_back, org_id, plan,
+                                                  grant)
+        return grant.read(plan)
 
     async def take_upstream(self, headers: list[Header]) -> LimitRefusal | None:
         """Take the tokens, the cost estimate and the slot in flight of a request about

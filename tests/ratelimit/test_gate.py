@@ -104,6 +104,30 @@ def test_it_sends_openai_rate_limit_headers_that_count_down(limits_gateway, live
     assert 18 - elapsed - 0.1 <= seconds(seen[2]["x-ratelimit-reset-requests"]) <= 18
 
 
+def test_it_gives_back_what_it_took_ahead_and_did_not_use(live_world, django_db_blocker):
+    # 320 a minute: after the first request a gateway takes 1/16 of what is left for the
+    # requests it expects in the next 0.1 s (COGNITUDE_LIMITS_GRANT_SECONDS), and hands
+    # them out one by one.
+    set_limits(live_world.a, requests_per_minute=320)
+    with django_db_blocker.unblock():
+        gateways = [start_gateway(LIMITS_ENV) for _ in range(2)]
+    try:
+        first, other = (g.url for g in gateways)
+        seen = [post(first, live_world.a.raw_key, chat(f"ahead {i}")).headers
+                for i in range(5)]
+        time.sleep(0.5)  # the grant's 0.1 s are over: what it did not hand out is back
+        after = post(other, live_world.a.raw_key, chat("the other gateway")).headers
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+    remaining = [int(h["x-ratelimit-remaining-requests"]) for h in seen]
+    assert remaining[0] == 319
+    assert all(a > b for a, b in zip(remaining, remaining[1:], strict=False)), remaining
+    # Six used of 320, and some refilled (one each 0.19 s): had the grant kept its
+    # unused ~14, the other gateway would see about 300.
+    assert 314 <= int(after["x-ratelimit-remaining-requests"]) <= 319
+
+
 def test_it_sends_no_rate_limit_headers_when_no_limit_applies(limits_gateway, live_world):
     headers = post(limits_gateway.url, live_world.b.raw_key, chat("free")).headers
     assert not [name for name in headers if name.startswith("x-ratelimit")]
