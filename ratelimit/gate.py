@@ -30,6 +30,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -147,19 +148,20 @@ class Grant:
     raw: list
     ahead: int
     until: float  # monotonic
+    # rate_headers of the answer as it read for the call's own request, and the least
+    # requests it left on a request limit (the tightest, which x-ratelimit-remaining-
+    # requests, headers[1], names: all of them move by one a request alike).
+    headers: list[Header]
+    least: int | None
 
-    def read(self, plan: "Plan") -> list:
-        """The call's answer as it reads now: what it took ahead and has not handed out
-        is still there for the requests to come."""
-        raw = list(self.raw)
-        for i in plan.hit_taken:
-            raw[5 * i + 1] += self.ahead
-        return raw
-
-    def serve(self, plan: "Plan") -> list:
-        """One request's share of the grant, and the answer as it reads for it."""
+    def serve(self) -> list[Header]:
+        """One request's share of the grant: its x-ratelimit-* headers."""
         self.ahead -= 1
-        return self.read(plan)
+        headers = list(self.headers)
+        if self.least is not None:
+            headers[1] = (b"x-ratelimit-remaining-requests",
+                          str(max(0, self.least + self.ahead)).encode())
+        return headers
 
 
 @dataclass(slots=True)
@@ -239,6 +241,19 @@ def _plan_build(limits: OrgLimits, key_id: int, model: str, now: datetime) -> Pl
                 until)
 
 
+def _first_checks(plan: Plan, ahead: int) -> list[Check]:
+    if ahead == 1:
+        return plan.first_checks
+    return [replace(c, cost=ahead) if i in plan.hit_taken else c
+            for i, c in enumerate(plan.first_checks)]
+
+
+def _upstream_checks(entries: list[Entry], tokens: int, estimate: int) -> list[Check]:
+    return [replace(e.check, cost=tokens if e.check.cost == TOKENS else
+                    estimate if e.check.cost == ESTIMATE else e.check.cost)
+            for e in entries]
+
+
 def _ahead(plan: Plan) -> int:
     """How many requests the next first call takes: one, or for a grant a share of what
     the tightest limit had left at the last call."""
@@ -249,8 +264,8 @@ def _ahead(plan: Plan) -> int:
     return max(1, min(left // _GRANT_SHARE, _GRANT_MOST))
 
 
-def _granted(plan: Plan) -> bool:
-    grant = plan.grant
+def _granted(grant: Grant | None) -> bool:
+    """Whether a grant has requests to hand out, now."""
     return grant is not None and grant.ahead > 0 and time.monotonic() < grant.until
 
 
@@ -337,15 +352,20 @@ async def _seeds(org_id: int, entries: list[Entry], missing: list[int]) -> dict[
     return seeds
 
 
-async def _reserve(store: Limiter, org_id: int, entries: list[Entry], checks: list[Check],
+# `entries`' checks as a call sends them, their costs filled in: asked for only on the
+# rare paths (budgets to rebuild, a lost answer), not made for every request.
+ChecksSent = Callable[[], list[Check]]
+
+
+async def _reserve(store: Limiter, org_id: int, entries: list[Entry], checks: ChecksSent,
                    keys: list[str], spec: str, lease: str) -> list:
-    """One call's answer (`checks` are `entries`' as sent, their costs filled in: the
-    rare path, when budgets must be rebuilt, sends them again with their seeds)."""
+    """One call's answer (the rare path, when budgets must be rebuilt, sends the checks
+    again with their seeds)."""
     raw = await store.reserve(keys, spec, lease=lease, lease_ms=_LEASE_MS)
     missing = missing_of(raw)
     if missing:
         seeds = await _seeds(org_id, entries, missing)
-        raw = await store.reserve(keys, reserve_spec(checks, seeds), lease=lease,
+        raw = await store.reserve(keys, reserve_spec(checks(), seeds), lease=lease,
                                   lease_ms=_LEASE_MS)
         # Seeded in the script that takes: a second miss means another flush just now.
         if missing_of(raw):
@@ -457,6 +477,7 @@ class _Admitted:
     fail_closed: bool
     plan: Plan
     raw: list  # the first call's answer
+    spare: int  # what it took ahead and had left for requests after this one
     endpoint: str
     body: dict
     body_size: int
@@ -477,7 +498,7 @@ class _Reservation:
 
 
 async def _take(store: Limiter, org_id: int, fail_closed: bool, entries: list[Entry],
-                checks: list[Check], keys: list[str], spec: str,
+                checks: ChecksSent, keys: list[str], spec: str,
                 lease: str) -> tuple[Limiter, list] | LimitRefusal:
     """One call's answer and the store that gave it: the limits Redis, or while it is
     down this process's memory (or a refusal, where the organization fails closed)."""
@@ -485,7 +506,7 @@ async def _take(store: Limiter, org_id: int, fail_closed: bool, entries: list[En
         return store, await _reserve(store, org_id, entries, checks, keys, spec, lease)
     except LimiterDown:
         # The script may have run and only its answer been lost: free any slot it took.
-        releases = [c.key for c in checks if c.kind == CONCURRENCY and not c.only_check]
+        releases = [c.key for c in checks() if c.kind == CONCURRENCY and not c.only_check]
         if releases and store is not local_limiter():
             settlements.add(store, org_id, releases, [settle_lease(lease)] * len(releases),
                             [None] * len(releases))
@@ -520,22 +541,26 @@ class RequestLimits:
         plan = _plan(limits, key_id, body.get("model") or "")
         if not plan.entries:
             return None
-        if _granted(plan):
-            raw = plan.grant.serve(plan)
-        else:
+        grant = plan.grant
+        if not _granted(grant):
             raw = await self._first_call(org_id, limits.fail_closed, plan, lease)
             if isinstance(raw, LimitRefusal):
                 return raw
+            grant = plan.grant
+            if all_ok(raw) or not _granted(grant) or not all(
+                    raw[5 * i] == 1 for i in plan.upstream):
+                self.headers = rate_headers(plan.entries, raw)
+                if not all_ok(raw):
+                    return _refused(list(plan.entries), raw, 0, 0)
+                self._admitted = _Admitted(org_id, limits.fail_closed, plan, raw, 0,
+                                           endpoint, body, body_size, lease, routing)
+                return None
             # Refused a request another call of this process took ahead meanwhile (all
             # arrived at once): it is this one's.
-            if not all_ok(raw) and _granted(plan) and all(
-                    raw[5 * i] == 1 for i in plan.upstream):
-                raw = plan.grant.serve(plan)
-        self.headers = rate_headers(plan.entries, raw)
-        if not all_ok(raw):
-            return _refused(list(plan.entries), raw, 0, 0)
-        self._admitted = _Admitted(org_id, limits.fail_closed, plan, raw, endpoint, body,
-                                   body_size, lease, routing)
+        assert grant is not None
+        self.headers = grant.serve()
+        self._admitted = _Admitted(org_id, limits.fail_closed, plan, grant.raw, grant.ahead,
+                                   endpoint, body, body_size, lease, routing)
         return None
 
     @staticmethod
@@ -552,9 +577,7 @@ class RequestLimits:
             plan.asking = True
         try:
             while True:
-                checks = plan.first_checks if ahead == 1 else [
-                    replace(c, cost=ahead) if i in plan.hit_taken else c
-                    for i, c in enumerate(plan.first_checks)]
+                checks = partial(_first_checks, plan, ahead)
                 spec = plan.first if ahead == 1 else plan.first_template.format(n=ahead)
                 answer = await _take(limiter(), org_id, fail_closed, entries, checks,
                                      plan.keys, spec, lease)
@@ -574,7 +597,12 @@ class RequestLimits:
         if all_ok(raw) and _GRANT_SECONDS:
             spare = ahead - 1 if plan.hit_taken else _UNCOUNTED
         now = time.monotonic()
-        grant = Grant(store, raw, spare, now + _GRANT_SECONDS)
+        least = min((raw[5 * i + 1] for i in plan.hit_taken), default=None)
+        read = list(raw)
+        for i in plan.hit_taken:
+            read[5 * i + 1] += spare
+        grant = Grant(store, raw, spare, now + _GRANT_SECONDS,
+                      rate_headers(plan.entries, read), least)
         current = plan.grant
         # Never in place of one with requests left to hand out (a call that went one at
         # a time, while it was being taken): they would wait unused for their give-back.
@@ -583,7 +611,7 @@ class RequestLimits:
         if plan.hit_taken and spare:
             asyncio.get_running_loop().call_later(_GRANT_SECONDS, _give_back, org_id, plan,
                                                   grant)
-        return grant.read(plan)
+        return read
 
     async def take_upstream(self, headers: list[Header]) -> LimitRefusal | None:
         """Take the tokens, the cost estimate and the slot in flight of a request about
@@ -602,9 +630,7 @@ class RequestLimits:
             estimate = max(_estimate(prices, name, prompt, completion)
                            for name in _priced_as(admitted.routing, model))
         entries = [plan.entries[i] for i in plan.upstream]
-        checks = [replace(e.check, cost=tokens if e.check.cost == TOKENS else
-                          estimate if e.check.cost == ESTIMATE else e.check.cost)
-                  for e in entries]
+        checks = partial(_upstream_checks, entries, tokens, estimate)
         answer = await _take(limiter(), admitted.org_id, admitted.fail_closed, entries,
                              checks, plan.upstream_keys,
                              plan.upstream_template.format(t=tokens, e=estimate),
@@ -613,6 +639,9 @@ class RequestLimits:
             return answer
         store, raw = answer
         merged = list(admitted.raw)
+        if admitted.spare:
+            for i in plan.hit_taken:
+                merged[5 * i + 1] += admitted.spare
         for at, i in enumerate(plan.upstream):
             merged[5 * i:5 * i + 5] = raw[5 * at:5 * at + 5]
         self.headers = rate_headers(plan.entries, merged)
@@ -726,14 +755,14 @@ def _budget_progress(org_id: int, entry: Entry, remaining: int, real: int) -> No
     percent of its limit, up to the limit (so at most 100 events a period): what a
     budget alert at any percentage needs to fire within seconds. `remaining` is what the
     reservation found left, so the spend before it is the cap minus that."""
-    from pipeline.buffer import emit
-    from ratelimit.events import BudgetUsageEvent
-
     cap = entry.check.limit
     before = cap - int(remaining)
     after = before + real
     if cap <= 0 or real <= 0 or before >= cap or before * 100 // cap == after * 100 // cap:
         return
+    from pipeline.buffer import emit
+    from ratelimit.events import BudgetUsageEvent
+
     assert entry.budget is not None and entry.period is not None
     emit(BudgetUsageEvent(
         org_id=org_id, budget_id=entry.budget.id, key_id=entry.budget.key_id,
