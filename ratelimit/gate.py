@@ -299,7 +299,7 @@ _rates: dict[tuple[PriceBook, str, object], tuple[float, float]] = {}
 
 def _estimate(prices: PriceBook, model: str, prompt: int, completion: int) -> int:
     """A request's cost estimate in units (0 for an unpriced model)."""
-    now = timezone.now()
+    now = datetime.now(UTC)  # timezone.now(), without its settings lookup: on every miss
     key = (prices, model, now.date())
     rates = _rates.get(key)
     if rates is None:
@@ -665,6 +665,7 @@ class RequestLimits:
         keys: list[str] = []
         items: list[str] = []
         notes: list[Entry | None] = []
+        real: int | None = None  # the real cost in units, for the budgets
         for at, i in enumerate(taken.plan.upstream):
             entry = taken.plan.entries[i]
             what, check = entry.what, entry.check
@@ -680,12 +681,13 @@ class RequestLimits:
             elif what == "concurrent":
                 item = settle_lease(taken.lease)
             else:
-                assert taken.prices is not None
-                cost, _ = request_costs(prices=taken.prices, model=model, hit=False,
-                                        status=status, prompt_tokens=prompt_tokens,
-                                        completion_tokens=completion_tokens,
-                                        at=timezone.now())
-                real = units(cost) if cost is not None else 0
+                if real is None:
+                    assert taken.prices is not None
+                    cost, _ = request_costs(prices=taken.prices, model=model, hit=False,
+                                            status=status, prompt_tokens=prompt_tokens,
+                                            completion_tokens=completion_tokens,
+                                            at=datetime.now(UTC))
+                    real = units(cost) if cost is not None else 0
                 generation = taken.raw[5 * at + 4]
                 item = settle_budget(check, real - taken.estimate,
                                      generation.decode() if generation else "")
