@@ -299,11 +299,10 @@ _rates: dict[tuple[PriceBook, str, object], tuple[float, float]] = {}
 
 def _estimate(prices: PriceBook, model: str, prompt: int, completion: int) -> int:
     """A request's cost estimate in units (0 for an unpriced model)."""
-    now = datetime.now(UTC)  # timezone.now(), without its settings lookup: on every miss
-    key = (prices, model, now.date())
+    key = (prices, model, int(time.time() // 86_400))  # the UTC day: prices change by day
     rates = _rates.get(key)
     if rates is None:
-        price = prices.price_for(model, now)
+        price = prices.price_for(model, datetime.now(UTC))
         rates = ((float(price.input_per_million) * 100, float(price.output_per_million) * 100)
                  if price else (0.0, 0.0))
         if len(_rates) > 10_000:

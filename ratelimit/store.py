@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import hiredis
+from django.conf import settings
 
 from ratelimit.resp import RespClient, RespError, Script
 from ratelimit.scripts import RESERVE, SETTLE
@@ -333,8 +334,6 @@ def local_limiter() -> LocalLimiter:
 def limiter() -> Limiter:
     """The limits store for the running loop: the limits Redis, or (no Redis configured,
     the embedded defaults) this process's memory."""
-    from django.conf import settings
-
     loop = asyncio.get_running_loop()
     found = _redis.get(loop)
     if found is not None:
