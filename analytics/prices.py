@@ -63,6 +63,8 @@ class PriceBook:
         # The most specific first: a longer pattern names more of the model.
         self._patterns = sorted((n for n in by_name if is_pattern(n)), key=len, reverse=True)
         self._candidates: dict[str, list[str]] = {}
+        # (model, day) -> the price in force: asked on every priced request's settlement.
+        self._in_force: dict[tuple[str, date], Price | None] = {}
 
     @classmethod
     def load(cls) -> PriceBook:
@@ -85,11 +87,18 @@ class PriceBook:
     def price_for(self, model: str, at: datetime | date) -> Price | None:
         """The price in force for `model` at `at`; None when the model has no price."""
         day = at.astimezone(UTC).date() if isinstance(at, datetime) else at
+        key = (model, day)
+        if key in self._in_force:
+            return self._in_force[key]
+        found = None
         for name in self._names_for(model.strip().lower()):
-            for price in self._by_name[name]:
-                if price.effective_from <= day:
-                    return price
-        return None
+            found = next((p for p in self._by_name[name] if p.effective_from <= day), None)
+            if found is not None:
+                break
+        if len(self._in_force) > 10_000:  # model names are the clients' to choose
+            self._in_force.clear()
+        self._in_force[key] = found
+        return found
 
     def knows(self, model: str) -> bool:
         """Whether the table has a row (exact or pattern) for `model`."""
