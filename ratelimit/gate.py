@@ -258,10 +258,21 @@ def _ahead(plan: Plan) -> int:
     """How many requests the next first call takes: one, or for a grant a share of what
     the tightest limit had left at the last call."""
     last = plan.grant
-    if last is None or not plan.hit_taken or not _GRANT_SECONDS:
+    if last is None or not plan.hit_taken or not _GRANT_SECONDS or not _room(plan, last.raw):
         return 1
     left = min(last.raw[5 * i + 1] for i in plan.hit_taken)
     return max(1, min(left // _GRANT_SHARE, _GRANT_MOST))
+
+
+def _room(plan: Plan, raw: list) -> bool:
+    """Whether every limit the first call only checks (tokens, spend, slots) had plenty
+    left: at least 1/16 of it, and 16. Near one, no grant is made, so every request asks
+    Redis and a hit meets the limit exactly (a soft budget refuses nothing: not asked)."""
+    for i in plan.upstream:
+        check = plan.entries[i].check
+        if not check.soft and raw[5 * i + 1] < max(_GRANT_SHARE, check.limit // _GRANT_SHARE):
+            return False
+    return True
 
 
 def _granted(grant: Grant | None) -> bool:
@@ -591,16 +602,16 @@ class RequestLimits:
                 plan.asking = False
         # This request is one of those taken; when hits take nothing, the grant only
         # repeats what the call checked, for as many as come. A refusal is kept too,
-        # for the next call's size.
-        spare = 0
-        if all_ok(raw) and _GRANT_SECONDS:
-            spare = ahead - 1 if plan.hit_taken else _UNCOUNTED
+        # for the next call's size; and without room (_room), a grant that hands out
+        # nothing, giving back at once what it took.
+        room = all_ok(raw) and bool(_GRANT_SECONDS) and _room(plan, raw)
+        spare = (ahead - 1) if plan.hit_taken else _UNCOUNTED if room else 0
         now = time.monotonic()
         least = min((raw[5 * i + 1] for i in plan.hit_taken), default=None)
         read = list(raw)
         for i in plan.hit_taken:
             read[5 * i + 1] += spare
-        grant = Grant(store, raw, spare, now + _GRANT_SECONDS,
+        grant = Grant(store, raw, spare, now + _GRANT_SECONDS if room else now,
                       rate_headers(plan.entries, read), least)
         current = plan.grant
         # Never in place of one with requests left to hand out (a call that went one at
@@ -608,8 +619,8 @@ class RequestLimits:
         if spare or current is None or current.ahead <= 0 or now >= current.until:
             plan.grant = grant
         if plan.hit_taken and spare:
-            asyncio.get_running_loop().call_later(_GRANT_SECONDS, _give_back, org_id, plan,
-                                                  grant)
+            asyncio.get_running_loop().call_later(_GRANT_SECONDS if room else 0, _give_back,
+                                                  org_id, plan, grant)
         return read
 
     async def take_upstream(self, headers: list[Header]) -> LimitRefusal | None:
