@@ -102,8 +102,9 @@ _breaker = _Breaker()
 
 def database_unreachable(exc: BaseException) -> bool:
     """Whether `exc` says the database is not there (refused, dropped, shutting down,
-    timed out), not that it refused a statement."""
-    if isinstance(exc, (TimeoutError, InterfaceError, psycopg.InterfaceError)):
+    timed out, or the breaker says so), not that it refused a statement."""
+    if isinstance(exc, (DatabaseUnavailable, TimeoutError, InterfaceError,
+                        psycopg.InterfaceError)):
         return True
     cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
     if not isinstance(cause, psycopg.OperationalError):

@@ -3,14 +3,17 @@ method a view does not take) in the gateway's error shape on the JSON endpoints:
 management API, /cache, /health and /metrics. The dashboard and the admin keep Django's
 HTML pages."""
 
+import math
 from collections.abc import Callable
 from functools import wraps
 
 from asgiref.sync import iscoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
+from cognitude.db import database_unreachable
 from cognitude.errors import error_body
 
 _JSON_PREFIXES = ("/api/", "/cache", "/health", "/metrics")
@@ -49,6 +52,15 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return defaults.server_error(request)
 
 
+def database_unavailable() -> HttpResponse:
+    """PostgreSQL is not there (cognitude.db): a 503, as /v1 answers then (the request
+    may be fine), not a 500."""
+    response = json_error(503, "The database is unavailable: try again shortly",
+                          code="database_unavailable")
+    response["Retry-After"] = str(max(1, math.ceil(settings.COGNITUDE_DATABASE_BREAKER_SECONDS)))
+    return response
+
+
 def _wrong_method(request: HttpRequest, methods: tuple[str, ...]) -> HttpResponse:
     response = json_error(405, f"Use {' or '.join(methods)} for {request.path}",
                           code="method_not_allowed")
@@ -58,7 +70,8 @@ def _wrong_method(request: HttpRequest, methods: tuple[str, ...]) -> HttpRespons
 
 def json_methods(*methods: str) -> Callable:
     """Like `require_http_methods`, with the 405 in the error shape; also CSRF-exempt,
-    since these views take no session (CSRF would answer any POST 403 first)."""
+    since these views take no session (CSRF would answer any POST 403 first); and
+    PostgreSQL down is a 503 (`database_unavailable`), not a 500."""
 
     def decorator(view: Callable) -> Callable:
         if iscoroutinefunction(view):
@@ -66,13 +79,23 @@ def json_methods(*methods: str) -> Callable:
             async def inner(request: HttpRequest, *args, **kwargs) -> HttpResponse:
                 if request.method not in methods:
                     return _wrong_method(request, methods)
-                return await view(request, *args, **kwargs)
+                try:
+                    return await view(request, *args, **kwargs)
+                except Exception as exc:
+                    if database_unreachable(exc):
+                        return database_unavailable()
+                    raise
         else:
             @wraps(view)
             def inner(request: HttpRequest, *args, **kwargs) -> HttpResponse:
                 if request.method not in methods:
                     return _wrong_method(request, methods)
-                return view(request, *args, **kwargs)
+                try:
+                    return view(request, *args, **kwargs)
+                except Exception as exc:
+                    if database_unreachable(exc):
+                        return database_unavailable()
+                    raise
         return csrf_exempt(inner)
 
     return decorator

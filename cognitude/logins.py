@@ -24,7 +24,8 @@ from django import forms
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.backends import ModelBackend
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
+from django.contrib.auth.views import PasswordChangeView
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
@@ -221,3 +222,32 @@ class ThrottledAuthenticationForm(_ThrottleMessage, AuthenticationForm):
 
 class ThrottledAdminAuthenticationForm(_ThrottleMessage, AdminAuthenticationForm):
     """Django admin's sign-in form."""
+
+
+class ThrottledPasswordChangeForm(PasswordChangeForm):
+    """The old password checked behind the sign-in throttle, counted against the same
+    account and address: a session left open, or taken, must not be a way to guess the
+    password without limit (Django's form checks it with no throttle at all)."""
+
+    def __init__(self, user, *args, request: HttpRequest | None = None, **kwargs) -> None:
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self) -> str:
+        username = self.user.get_username()
+        blocked = login_blocked_for(request=self.request, username=username)
+        if blocked:
+            raise forms.ValidationError(throttled_message(blocked), code="throttled")
+        old_password = self.cleaned_data["old_password"]
+        if not self.user.check_password(old_password):
+            login_failed(request=self.request, username=username)
+            raise forms.ValidationError(self.error_messages["password_incorrect"],
+                                        code="password_incorrect")
+        return old_password
+
+
+class ThrottledPasswordChangeView(PasswordChangeView):
+    form_class = ThrottledPasswordChangeForm
+
+    def get_form_kwargs(self) -> dict:
+        return {**super().get_form_kwargs(), "request": self.request}

@@ -6,7 +6,11 @@ from drf_spectacular.views import SpectacularAPIView
 from analytics.metrics import metrics_view
 from cognitude.error_views import json_methods
 from cognitude.health import health
-from cognitude.logins import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
+from cognitude.logins import (
+    ThrottledAdminAuthenticationForm,
+    ThrottledAuthenticationForm,
+    ThrottledPasswordChangeView,
+)
 
 # Admin's sign-in behind the same throttle as the dashboard's.
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -20,7 +24,7 @@ urlpatterns = [
          name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     path("accounts/password/",
-         auth_views.PasswordChangeView.as_view(
+         ThrottledPasswordChangeView.as_view(
              template_name="registration/change_password.html"),
          name="password_change"),
     path("accounts/password/done/",

@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from cognitude.db import database_unreachable
+from cognitude.error_views import database_unavailable
 from cognitude.errors import error_body
 from organizations.authentication import ApiKeyAuthentication
 from organizations.errors import (
@@ -92,9 +93,7 @@ def api_exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
             response["WWW-Authenticate"] = exc.auth_header
         return response
     if database_unreachable(exc):
-        # As /v1 answers then (README: PostgreSQL down): the request may be fine.
-        return _json_error(503, "The database is unavailable: try again shortly",
-                           code="database_unavailable")
+        return database_unavailable()
     return None
 
 

@@ -136,6 +136,28 @@ def test_it_throttles_the_admin_login_too(throttle):
     assert "Too many failed sign-ins" in page
 
 
+def test_it_throttles_guessing_the_old_password_on_the_change_page(throttle):
+    client, _ = sign_in("ann", "right-ann")
+    assert signed_in(client)
+
+    def change(old: str) -> str:
+        return client.post("/accounts/password/", {
+            "old_password": old, "new_password1": "n3w-Passw0rd-ann",
+            "new_password2": "n3w-Passw0rd-ann"}).content.decode()
+
+    for _ in range(3):
+        assert "Your old password was entered incorrectly" in change("wrong")
+    CountingHasher.calls = 0
+    page = change("right-ann")
+
+    assert "Too many failed sign-ins for this account or from this address" in page
+    assert CountingHasher.calls == 0  # refused before the hasher
+    user = get_user_model().objects.get(username="ann")
+    assert user.check_password("right-ann")  # unchanged
+    # The account's sign-in is locked out by the same count.
+    assert not signed_in(sign_in("ann", "right-ann", address="10.0.0.2")[0])
+
+
 def test_it_shares_the_count_between_processes(throttle):
     # Another web process records ann's failures against the same Redis.
     script = ("import django; django.setup()\n"

@@ -130,6 +130,8 @@ def test_it_serves_known_keys_through_a_database_outage_and_records_everything_o
                           headers={"Authorization": f"Bearer {known}"}, timeout=5)
     listed = httpx.get(f"{outage.gateway.url}/api/keys",
                        headers={"Authorization": f"Bearer {admin.raw_key}"}, timeout=5)
+    stats = httpx.get(f"{outage.gateway.url}/cache/stats",
+                      headers={"Authorization": f"Bearer {known}"}, timeout=5)
     started = time.monotonic()
     health = httpx.get(f"{outage.gateway.url}/health", timeout=5)
     timings["health"] = time.monotonic() - started
@@ -142,6 +144,9 @@ def test_it_serves_known_keys_through_a_database_outage_and_records_everything_o
     assert feedback.json()["error"]["code"] == "database_unavailable"
     assert listed.status_code == 503, listed.text  # the management API says so too
     assert listed.json()["error"]["code"] == "database_unavailable"
+    assert stats.status_code == 503, stats.text  # and the cache endpoints
+    assert stats.json()["error"]["code"] == "database_unavailable"
+    assert int(stats.headers["retry-after"]) >= 1
     assert took < 1.0
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
