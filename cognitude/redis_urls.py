@@ -113,8 +113,12 @@ def async_redis(url: str, **kwargs: Any):
     connection) and the next ones go to the new master."""
     import redis.asyncio as aioredis
 
+    from cognitude.redis_pool import WaitingConnectionPool
+
     if not is_sentinel_url(url):
-        return aioredis.Redis.from_url(url, **kwargs)
+        # A call past the pool's size waits for a connection (redis_pool.py says why).
+        return aioredis.Redis.from_pool(WaitingConnectionPool.from_url(
+            url, wait_seconds=kwargs.get("socket_timeout") or 1.0, **kwargs))
     from redis.asyncio.sentinel import Sentinel
 
     found = sentinel_set(url)
