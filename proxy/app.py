@@ -212,8 +212,10 @@ async def handle_models(scope, receive, send, model: str | None) -> None:
 
 async def lifespan(receive, send) -> None:
     from caching.hot import hot_tier
+    from cognitude.inline_beat import run_schedule
     from pipeline.buffer import buffer
 
+    beat: asyncio.Task | None = None
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -222,8 +224,12 @@ async def lifespan(receive, send) -> None:
             # of milliseconds (long enough to trip the Redis timeout under load).
             gc.collect()
             gc.freeze()
+            if settings.CELERY_TASK_ALWAYS_EAGER:  # no broker, so no beat (inline_beat.py)
+                beat = asyncio.get_running_loop().create_task(run_schedule())
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if beat is not None:
+                beat.cancel()
             await close_sessions()
             await hot_tier().close()
             await shared_redis_close()

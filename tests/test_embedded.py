@@ -283,3 +283,26 @@ def test_it_prints_the_same_key_and_a_working_login_when_run_again(tmp_path):
         assert "sessionid" not in browser.cookies
     finally:
         reset.stop()
+
+
+def test_it_fires_alerts_on_its_own_without_a_beat_process(demo):
+    # Every organization has "Error rate over 10%" (5 minutes); the demo runs no Celery
+    # beat, so the web process evaluates the rules each minute itself. (Another model
+    # than the other tests': its failures open that model's breaker, not theirs.)
+    client = sdk(demo)
+    for i in range(5):
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(
+                model="gpt-4o",
+                messages=[{"role": "user", "content": f"fail {i} [[fault:status=500]]"}])
+
+    browser = logged_in(demo)  # the demo key is a proxy key; the owner reads the history
+    deadline = time.monotonic() + 90  # the next minute's evaluation, and headroom
+    while True:
+        response = browser.get("/api/alerts/events", params={"transition": "firing"})
+        assert response.status_code == 200, response.text
+        fired = [e for e in response.json() if e["rule_name"] == "Error rate over 10%"]
+        if fired or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert fired, response.json()
