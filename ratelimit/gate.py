@@ -21,9 +21,10 @@ off) but never against tokens or spend.
 Every request pays for this, hits included, so the work that does not depend on the
 request is done once per organization, key and model (`Plan`) and a request fills in
 its token count and cost estimate. And the first call takes ahead (`Grant`): when a
-limit has plenty left, one call takes up to 1/16 of what remains of it for the requests
-this process will see in the next COGNITUDE_LIMITS_GRANT_SECONDS, and gives back what
-they did not use; near a limit it takes one request at a time, exactly as without.
+limit has plenty left, one call takes 1/16 of what remains of it (16 to 256 requests)
+for the requests this process will see in the next COGNITUDE_LIMITS_GRANT_SECONDS, and
+gives back what they did not use; near a limit (under 256 left) it takes one request at
+a time, exactly as without.
 """
 
 import asyncio
@@ -85,8 +86,10 @@ _COUNT_HITS = settings.COGNITUDE_LIMITS_COUNT_HITS
 _DEFAULT_COMPLETION = settings.COGNITUDE_LIMITS_DEFAULT_COMPLETION_TOKENS
 _LEASE_MS = int(settings.COGNITUDE_LIMITS_LEASE_SECONDS * 1000)
 _GRANT_SECONDS = settings.COGNITUDE_LIMITS_GRANT_SECONDS
-# A grant takes at most this share of what a limit has left, and at most this many.
-_GRANT_SHARE, _GRANT_MOST = 16, 256
+# A grant takes this share of what a limit has left, at most _GRANT_MOST requests; one
+# that would take fewer than _GRANT_LEAST is not made (a limit with under 256 left is
+# exact: every request asks Redis, so a burst at its end admits exactly what it allows).
+_GRANT_SHARE, _GRANT_LEAST, _GRANT_MOST = 16, 16, 256
 _UNCOUNTED = 1 << 62
 _COMPLETION_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
@@ -260,8 +263,8 @@ def _ahead(plan: Plan) -> int:
     last = plan.grant
     if last is None or not plan.hit_taken or not _GRANT_SECONDS or not _room(plan, last.raw):
         return 1
-    left = min(last.raw[5 * i + 1] for i in plan.hit_taken)
-    return max(1, min(left // _GRANT_SHARE, _GRANT_MOST))
+    ahead = min(min(last.raw[5 * i + 1] for i in plan.hit_taken) // _GRANT_SHARE, _GRANT_MOST)
+    return ahead if ahead >= _GRANT_LEAST else 1
 
 
 def _room(plan: Plan, raw: list) -> bool:
@@ -557,7 +560,8 @@ class RequestLimits:
             if isinstance(raw, LimitRefusal):
                 return raw
             grant = plan.grant
-            if all_ok(raw) or not _granted(grant) or not all(
+            # (Its spares are this process's until given back, past their time too.)
+            if all_ok(raw) or grant is None or grant.ahead <= 0 or not all(
                     raw[5 * i] == 1 for i in plan.upstream):
                 self.headers = rate_headers(plan.entries, raw)
                 if not all_ok(raw):
