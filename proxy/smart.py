@@ -53,10 +53,11 @@ def routing_policy_for(routing: RoutingTable, request: Request) -> PolicySnapsho
 
 def routed_namespace(namespace: str, policy: PolicySnapshot, model: str) -> str:
     """The cache namespace of a request the policy may change the model of (mode on, or
-    `auto`): the client's plus the policy's generation, after a newline (which a
-    client's namespace cannot hold), so a policy change starts new entries."""
+    `auto`): the client's plus the policy's generation and what answers its tiers, after
+    a newline (which a client's namespace cannot hold), so a policy change, or an edit
+    of a tier's route or model, starts new entries."""
     if policy.mode == "on" or model == AUTO:
-        return f"{namespace}\nrouting:{policy.generation}"
+        return f"{namespace}\nrouting:{policy.generation}:{policy.answered_by}"
     return namespace
 
 

@@ -1,6 +1,7 @@
 """Reads of model routes, always through the organization, and the snapshot the request
 path routes by (routing.table)."""
 
+import hashlib
 from fractions import Fraction
 from math import lcm
 
@@ -176,11 +177,14 @@ def policy_snapshot(policy: RoutingPolicy, routes: dict[str, Route], *,
     """The policy frozen for the request path, its tiers resolved (one query for the
     model table unless `prices` is given)."""
     prices = prices or PriceBook.load()
-    simple, standard, complex_ = (tier_model(name, routes=routes, prices=prices)
-                                  for name in (policy.simple_model, policy.standard_model,
-                                               policy.complex_model))
-    return PolicySnapshot(mode=policy.mode, tiers=(simple, standard, complex_),
+    names = (policy.simple_model, policy.standard_model, policy.complex_model)
+    tiers = tuple(tier_model(name, routes=routes, prices=prices) for name in names)
+    targets = [[(t.provider.id, t.upstream_model) for t in routes[name[1:]].targets]
+               if name.startswith("@") and name[1:] in routes else [] for name in names]
+    answered_by = hashlib.blake2b(repr((tiers, targets)).encode(), digest_size=8).hexdigest()
+    return PolicySnapshot(mode=policy.mode, tiers=tiers,
                           simple_below=policy.simple_below, complex_from=policy.complex_from,
                           apply_to=frozenset(policy.apply_to), generation=policy.generation,
+                          answered_by=answered_by,
                           apply_to_prices={model: _unit_price(prices, model)
                                            for model in policy.apply_to})

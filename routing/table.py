@@ -78,6 +78,10 @@ class PolicySnapshot:
     complex_from: float
     apply_to: frozenset[str] = frozenset()
     generation: int = 1
+    # What answers each tier (a route's targets, the models' capabilities and prices),
+    # digested: part of a routed request's cache key with the generation, so that an
+    # edit of a tier's route or model starts new entries as a policy change does.
+    answered_by: str = ""
     # The apply-to models' prices (as TierModel.price): a request for one of them only
     # goes to a tier known to be cheaper.
     apply_to_prices: dict[str, float | None] = field(default_factory=dict)

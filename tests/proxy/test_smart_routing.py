@@ -15,6 +15,7 @@ from analytics.models import Feedback
 from analytics.prices import PriceBook
 from routing.policies import routing_policy_set
 from tests.proxy.helpers import ask, client_for
+from tests.proxy.routes import set_route
 from tests.proxy.test_routing_records import records_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -144,6 +145,25 @@ def test_it_starts_a_new_cache_generation_when_the_policy_changes(gateway, live_
     assert first.model == "gpt-4o-mini"
     assert headers["x-cognitude-cache"] == "MISS"
     assert after.model == "gpt-4.1-nano" and route_header(headers)["model"] == "gpt-4.1-nano"
+
+
+def test_it_starts_a_new_cache_generation_when_a_tiers_route_changes(gateway, live_world):
+    # The policy names a route, not a model: pointing the route elsewhere changes what
+    # answers `auto` as surely as a policy change does.
+    org = live_world.a.org
+    provider = org.providers.get()
+    set_route(org, "cheap", (provider, "gpt-4o-mini"))
+    set_policy(org, simple_model="@cheap")
+    client = client_for(gateway.url, live_world.a.raw_key)
+    first, _ = ask(client, SIMPLE, model="auto")
+
+    set_route(org, "cheap", (provider, "gpt-4.1-nano"))
+    time.sleep(1.2)  # the gateway keeps a key's snapshot COGNITUDE_API_KEY_CACHE_SECONDS (1)
+    after, headers = ask(client, SIMPLE, model="auto")
+
+    assert first.model == "gpt-4o-mini"
+    assert headers["x-cognitude-cache"] == "MISS"
+    assert after.model == "gpt-4.1-nano"
 
 
 def feedback(gateway, raw_key: str, body: dict) -> httpx.Response:
