@@ -556,22 +556,25 @@ class RequestLimits:
             return None
         grant = plan.grant
         if not _granted(grant):
-            raw = await self._first_call(org_id, limits.fail_closed, plan, lease)
-            if isinstance(raw, LimitRefusal):
-                return raw
-            grant = plan.grant
-            # (Its spares are this process's until given back, past their time too.)
-            if all_ok(raw) or grant is None or grant.ahead <= 0 or not all(
-                    raw[5 * i] == 1 for i in plan.upstream):
-                self.headers = rate_headers(plan.entries, raw)
-                if not all_ok(raw):
-                    return _refused(list(plan.entries), raw, 0, 0)
-                self._admitted = _Admitted(org_id, limits.fail_closed, plan, raw, 0,
-                                           endpoint, body, body_size, lease, routing)
+            called = await self._first_call(org_id, limits.fail_closed, plan, lease)
+            if isinstance(called, LimitRefusal):
+                return called
+            if all_ok(called.raw):
+                # This request is one of those the call took: its headers count the
+                # call's spares as still there, for the requests they go to.
+                self.headers = called.headers
+                self._admitted = _Admitted(org_id, limits.fail_closed, plan, called.raw,
+                                           called.ahead, endpoint, body, body_size, lease,
+                                           routing)
                 return None
+            grant = plan.grant
             # Refused a request another call of this process took ahead meanwhile (all
-            # arrived at once): it is this one's.
-        assert grant is not None
+            # arrived at once): it is this one's. (Its spares are this process's until
+            # given back, past their time too.)
+            if grant is None or grant.ahead <= 0 or not all(
+                    called.raw[5 * i] == 1 for i in plan.upstream):
+                self.headers = called.headers
+                return _refused(list(plan.entries), called.raw, 0, 0)
         self.headers = grant.serve()
         self._admitted = _Admitted(org_id, limits.fail_closed, plan, grant.raw, grant.ahead,
                                    endpoint, body, body_size, lease, routing)
@@ -579,9 +582,11 @@ class RequestLimits:
 
     @staticmethod
     async def _first_call(org_id: int, fail_closed: bool, plan: Plan,
-                          lease: str) -> list | LimitRefusal:
-        """The first call's answer for this request, taking requests ahead for a grant
-        when the limits have plenty left (and one alone when that many do not fit)."""
+                          lease: str) -> Grant | LimitRefusal:
+        """The first call for this request, taking requests ahead for a grant when the
+        limits have plenty left (and one alone when that many do not fit): its answer as
+        a grant, whose `ahead` are the spares this request leaves (the plan's grant
+        from now on, unless another still has some to hand out)."""
         entries = list(plan.entries)
         # One call at a time takes ahead: the requests that come meanwhile take one
         # each, so a busy moment does not take many grants' worth at once.
@@ -625,7 +630,7 @@ class RequestLimits:
         if plan.hit_taken and spare:
             asyncio.get_running_loop().call_later(_GRANT_SECONDS if room else 0, _give_back,
                                                   org_id, plan, grant)
-        return read
+        return grant
 
     async def take_upstream(self, headers: list[Header]) -> LimitRefusal | None:
         """Take the tokens, the cost estimate and the slot in flight of a request about
