@@ -283,14 +283,20 @@ def _granted(grant: Grant | None) -> bool:
     return grant is not None and grant.ahead > 0 and time.monotonic() < grant.until
 
 
-def _give_back(org_id: int, plan: Plan, grant: Grant) -> None:
-    """At a grant's end: the requests it took and no request used, back to their limits."""
+def _give_back(plan: Plan, grant: Grant) -> None:
+    """At a grant's end: the requests it took and no request used, back to their limits.
+    Sent at once, not with the turn's settlements: a first call made now goes after it
+    on the connection, so it counts them as back (and its headers do not dip)."""
     unused, grant.ahead = grant.ahead, 0
     if unused <= 0:
         return
     checks = [plan.first_checks[i] for i in plan.hit_taken]
-    settlements.add(grant.store, org_id, [c.key for c in checks],
-                    [settle_rate(c, -unused) for c in checks], [None] * len(checks))
+    grant.store.settle_soon([([c.key for c in checks], [settle_rate(c, -unused) for c in checks])],
+                            _nothing_crossed)
+
+
+def _nothing_crossed(answers: list[list] | None) -> None:
+    """A rate's settlement crosses no budget: nothing to record."""
 
 
 _MAX_PLANS = 1000  # per snapshot: model names are the clients' to choose
@@ -588,6 +594,10 @@ class RequestLimits:
         a grant, whose `ahead` are the spares this request leaves (the plan's grant
         from now on, unless another still has some to hand out)."""
         entries = list(plan.entries)
+        last = plan.grant
+        if last is not None and last.ahead > 0:
+            # Over (else no call): its spares go back before this call, not after it.
+            _give_back(plan, last)
         # One call at a time takes ahead: the requests that come meanwhile take one
         # each, so a busy moment does not take many grants' worth at once.
         ahead = 1 if plan.asking else _ahead(plan)
@@ -629,7 +639,7 @@ class RequestLimits:
             plan.grant = grant
         if plan.hit_taken and spare:
             asyncio.get_running_loop().call_later(_GRANT_SECONDS if room else 0, _give_back,
-                                                  org_id, plan, grant)
+                                                  plan, grant)
         return grant
 
     async def take_upstream(self, headers: list[Header]) -> LimitRefusal | None:
