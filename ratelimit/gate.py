@@ -189,8 +189,24 @@ class Plan:
     has_budgets: bool
     # A budget's period ends (Unix time): its key names the period, so a new plan then.
     until: float
-    grant: Grant | None = None
+    # What its grant is kept under: the same limits' plan rebuilt (each snapshot of the
+    # organization's limits has its own plans) finds the grant still there.
+    grant_key: tuple[str, ...] = ()
     asking: bool = False  # a first call taking ahead is in flight
+
+    @property
+    def grant(self) -> Grant | None:
+        return _grants.get(self.grant_key)
+
+    @grant.setter
+    def grant(self, grant: Grant) -> None:
+        if len(_grants) > 10_000:
+            _grants.clear()  # their give-backs hold them still
+        _grants[self.grant_key] = grant
+
+
+# Plans' grants by Plan.grant_key, in this process.
+_grants: dict[tuple[str, ...], Grant] = {}
 
 
 def _rate_entries(org_id: int, spec: LimitSpec) -> list[Entry]:
@@ -241,7 +257,7 @@ def _plan_build(limits: OrgLimits, key_id: int, model: str, now: datetime) -> Pl
     return Plan(tuple(entries), [c.key for c in first], reserve_spec(first),
                 reserve_spec(template), first, hit_taken, upstream,
                 [c.key for c in upstream_checks], reserve_spec(upstream_checks), has_budgets,
-                until)
+                until, (reserve_spec(first), *(c.key for c in first)))
 
 
 def _first_checks(plan: Plan, ahead: int) -> list[Check]:

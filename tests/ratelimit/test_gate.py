@@ -124,7 +124,7 @@ def test_it_gives_back_what_it_took_ahead_and_did_not_use(live_world, django_db_
     assert remaining[0] == 3199
     # One fewer each (a grant's requests, and those of the next grant once one ends);
     # a refill tick may keep one equal.
-    assert all(0 <= a - b <= 1 for a, b in zip(remaining, remaining[1:], strict=False))
+    assert all(0 <= a - b <= 1 for a, b in zip(remaining, remaining[1:], strict=False)), remaining
     assert remaining[-1] <= 3196, remaining
     # Six used of 3,200: had a grant kept what it did not hand out (~190), the other
     # gateway would see about 3,000.
