@@ -20,11 +20,15 @@ off) but never against tokens or spend.
 
 Every request pays for this, hits included, so the work that does not depend on the
 request is done once per organization, key and model (`Plan`) and a request fills in
-its token count and cost estimate. And the first call takes ahead (`Grant`): when a
-limit has plenty left, one call takes 1/16 of what remains of it (16 to 256 requests)
-for the requests this process will see in the next COGNITUDE_LIMITS_GRANT_SECONDS, and
-gives back what they did not use; near a limit (under 256 left) it takes one request at
-a time, exactly as without.
+its token count and cost estimate. And both calls take ahead when the limits have plenty
+left: the first call's `Grant` takes 1/16 of what remains of a request limit (16 to 256
+requests) for the requests this process will see in the next
+COGNITUDE_LIMITS_GRANT_SECONDS, and a call upstream's `Block` takes what 16 to 256 misses
+like it would (tokens, cost estimates, slots in flight; at most 1/16 of what is left of
+each) for the misses after it, which draw from it and settle into it without a call of
+their own. What was not used goes back when that time is over. Near a limit (under 256
+requests, or under 1/16 of any limit or budget, left) every request makes its own calls,
+exactly as without.
 """
 
 import asyncio
@@ -71,6 +75,7 @@ from ratelimit.store import (
     settle_budget,
     settle_lease,
     settle_rate,
+    slot_names,
 )
 from routing.table import RoutingTable
 
@@ -193,6 +198,7 @@ class Plan:
     # organization's limits has its own plans) finds the grant still there.
     grant_key: tuple[str, ...] = ()
     asking: bool = False  # a first call taking ahead is in flight
+    asking_upstream: bool = False  # a call upstream taking a block is in flight
 
     @property
     def grant(self) -> Grant | None:
@@ -207,6 +213,58 @@ class Plan:
 
 # Plans' grants by Plan.grant_key, in this process.
 _grants: dict[tuple[str, ...], Grant] = {}
+
+
+@dataclass(slots=True)
+class Block:
+    """What a call upstream took ahead, for the misses of this process after it, in the
+    next COGNITUDE_LIMITS_GRANT_SECONDS: of each entry the plan takes upstream, what
+    `count` such requests would take (their tokens, cost estimates, slots in flight, and
+    requests when hits take none). A miss draws its own share from it, with no call, and
+    settles into it (real tokens and cost for the estimates, its slot back); at its end
+    (`_block_end`) what no request holds goes back, and the requests still in flight
+    then settle with the store, as if each had made its own call."""
+
+    store: Limiter
+    org_id: int
+    raw: list  # the call's answer, one outcome per upstream entry
+    kinds: tuple[str, ...]  # the upstream entries' check kinds
+    taken: list[int]  # per upstream entry: what the call took
+    used: list[int]  # per upstream entry: what requests drew, settled to their real use
+    slots: list[str]  # the slots it took that no request holds now
+    until: float  # monotonic
+    over: bool = False  # given back: requests drawn from it settle with the store
+
+    def draw(self, needs: list[int]) -> tuple[list, str] | None:
+        """A request's share, if the block is live and has it: its answer, as its own
+        call would have read, and the slot in flight it holds ('' without one)."""
+        if self.over or time.monotonic() >= self.until:
+            return None
+        used, taken = self.used, self.taken
+        for at, need in enumerate(needs):
+            if used[at] + need > taken[at]:
+                return None
+        before = list(used)
+        for at, need in enumerate(needs):
+            used[at] += need
+        return self.read(before), self.slots.pop() if self.slots else ""
+
+    def read(self, before: list[int]) -> list:
+        """The answer for a request that drew after `before` had been: a rate's and a
+        slot's remaining count what the block still holds as not taken (the script's
+        reads after its own take), a budget's what was spent before this request (the
+        script's reads before it)."""
+        raw = list(self.raw)
+        for at, kind in enumerate(self.kinds):
+            if kind == BUDGET:
+                raw[5 * at + 1] -= before[at]
+            else:
+                raw[5 * at + 1] += self.taken[at] - self.used[at]
+        return raw
+
+
+# Plans' blocks by Plan.grant_key, in this process.
+_blocks: dict[tuple[str, ...], Block] = {}
 
 
 def _rate_entries(org_id: int, spec: LimitSpec) -> list[Entry]:
@@ -313,6 +371,73 @@ def _give_back(plan: Plan, grant: Grant) -> None:
 
 def _nothing_crossed(answers: list[list] | None) -> None:
     """A rate's settlement crosses no budget: nothing to record."""
+
+
+def _needs(entries: list[Entry], tokens: int, estimate: int) -> list[int]:
+    """What a request takes of each upstream entry: its tokens, its cost estimate, one
+    request, one slot."""
+    return [tokens if e.what == "tpm" else estimate if e.what == "budget" else 1
+            for e in entries]
+
+
+def _block_count(plan: Plan, raw: list, needs: list[int]) -> int:
+    """How many requests like this one a call upstream takes for: one, or for a block
+    as many as 1/16 of what the first call found left of every upstream entry allows
+    (16 to 256). Near any of them (under 1/16 of it, or 16, left) one: every request
+    then takes exactly what it reserves, soft budgets too (their crossing is recorded
+    by the settlement that makes it)."""
+    if not _GRANT_SECONDS:
+        return 1
+    count = _GRANT_MOST
+    for at, i in enumerate(plan.upstream):
+        check = plan.entries[i].check
+        left = raw[5 * i + 1]
+        if left < max(_GRANT_SHARE, check.limit // _GRANT_SHARE):
+            return 1
+        if needs[at]:
+            count = min(count, left // _GRANT_SHARE // needs[at])
+    return count if count >= _GRANT_LEAST else 1
+
+
+def _block_checks(entries: list[Entry], needs: list[int], count: int) -> list[Check]:
+    return [replace(e.check, cost=count, only_check=False) if e.check.kind == CONCURRENCY
+            else replace(e.check, cost=need * count, fits=e.check.kind == BUDGET)
+            for e, need in zip(entries, needs, strict=True)]
+
+
+def _block_end(plan: Plan, block: Block) -> None:
+    """At a block's end: what it took and no request used or holds, back to the store
+    (sent at once, so a call made now goes after it on the connection). A budget it
+    moved past its cap (real costs over their estimates) records the crossing."""
+    if block.over:
+        return
+    block.over = True
+    keys: list[str] = []
+    items: list[str] = []
+    notes: list[Entry | None] = []
+    for at, i in enumerate(plan.upstream):
+        entry = plan.entries[i]
+        check = entry.check
+        if check.kind == CONCURRENCY:
+            for name in block.slots:
+                keys.append(check.key)
+                items.append(settle_lease(name))
+                notes.append(None)
+            continue
+        delta = block.used[at] - block.taken[at]
+        if not delta:
+            continue
+        if check.kind == RATE:
+            items.append(settle_rate(check, delta))
+        else:
+            generation = block.raw[5 * at + 4]
+            items.append(settle_budget(check, delta, generation.decode() if generation else ""))
+        keys.append(check.key)
+        notes.append(entry if check.kind == BUDGET else None)
+    block.slots = []
+    if items:
+        orgs = [(block.org_id, (keys, items, notes))]
+        block.store.settle_soon([(keys, items)], partial(_Settlements.crossings, orgs))
 
 
 _MAX_PLANS = 1000  # per snapshot: model names are the clients' to choose
@@ -530,6 +655,7 @@ class _Reservation:
     tokens: int
     estimate: int
     prices: PriceBook | None
+    block: Block | None  # what it drew from, if not from a call of its own
 
 
 async def _take(store: Limiter, org_id: int, fail_closed: bool, entries: list[Entry],
@@ -541,14 +667,63 @@ async def _take(store: Limiter, org_id: int, fail_closed: bool, entries: list[En
         return store, await _reserve(store, org_id, entries, checks, keys, spec, lease)
     except LimiterDown:
         # The script may have run and only its answer been lost: free any slot it took.
-        releases = [c.key for c in checks() if c.kind == CONCURRENCY and not c.only_check]
+        releases = [(c.key, name) for c in checks() if c.kind == CONCURRENCY
+                    and not c.only_check for name in slot_names(lease, int(c.cost))]
         if releases and store is not local_limiter():
-            settlements.add(store, org_id, releases, [settle_lease(lease)] * len(releases),
+            settlements.add(store, org_id, [key for key, _ in releases],
+                            [settle_lease(name) for _, name in releases],
                             [None] * len(releases))
         if fail_closed:
             return _unavailable()
         store = local_limiter()
         return store, await _reserve(store, org_id, entries, checks, keys, spec, lease)
+
+
+async def _upstream_call(admitted: _Admitted, entries: list[Entry], needs: list[int],
+                         tokens: int, estimate: int
+                         ) -> tuple[Limiter, list, Block | None, str] | LimitRefusal:
+    """A call upstream's own call: it takes what this request needs, or far from every
+    limit a block for the requests after it too (then the plan's block). Its answer as
+    this request reads it, the block, and the slot in flight the request holds."""
+    plan, lease = admitted.plan, admitted.lease
+    last = _blocks.get(plan.grant_key)
+    if last is not None and not last.over and time.monotonic() >= last.until:
+        _block_end(plan, last)  # over (else drawn from): back before this call, not after
+    # One call at a time takes a block, as for grants.
+    count = 1 if plan.asking_upstream else _block_count(plan, admitted.raw, needs)
+    asking = count > 1
+    if asking:
+        plan.asking_upstream = True
+    try:
+        while True:
+            if count == 1:
+                checks = partial(_upstream_checks, entries, tokens, estimate)
+                spec = plan.upstream_template.format(t=tokens, e=estimate)
+            else:
+                checks = partial(_block_checks, entries, needs, count)
+                spec = reserve_spec(checks())
+            answer = await _take(limiter(), admitted.org_id, admitted.fail_closed, entries,
+                                 checks, plan.upstream_keys, spec, lease)
+            if isinstance(answer, LimitRefusal):
+                return answer
+            store, raw = answer
+            if count == 1 or all_ok(raw):
+                break
+            count = 1  # it did not all fit: this request's own, exactly
+    finally:
+        if asking:
+            plan.asking_upstream = False
+    if count == 1:
+        return store, raw, None, lease
+    slots = slot_names(lease, count) if any(e.check.kind == CONCURRENCY for e in entries) else []
+    block = Block(store, admitted.org_id, raw, tuple(e.check.kind for e in entries),
+                  [need * count for need in needs], list(needs), slots[1:],
+                  time.monotonic() + _GRANT_SECONDS)
+    if len(_blocks) > 10_000:
+        _blocks.clear()  # their timers hold them still
+    _blocks[plan.grant_key] = block
+    asyncio.get_running_loop().call_later(_GRANT_SECONDS, _block_end, plan, block)
+    return store, block.read([0] * len(needs)), block, slots[0] if slots else ""
 
 
 class RequestLimits:
@@ -675,14 +850,17 @@ class RequestLimits:
             estimate = max(_estimate(prices, name, prompt, completion)
                            for name in _priced_as(admitted.routing, model))
         entries = [plan.entries[i] for i in plan.upstream]
-        checks = partial(_upstream_checks, entries, tokens, estimate)
-        answer = await _take(limiter(), admitted.org_id, admitted.fail_closed, entries,
-                             checks, plan.upstream_keys,
-                             plan.upstream_template.format(t=tokens, e=estimate),
-                             admitted.lease)
-        if isinstance(answer, LimitRefusal):
-            return answer
-        store, raw = answer
+        needs = _needs(entries, tokens, estimate)
+        block = _blocks.get(plan.grant_key)
+        drawn = block.draw(needs) if block is not None else None
+        if drawn is not None:
+            assert block is not None
+            store, (raw, slot) = block.store, drawn
+        else:
+            answer = await _upstream_call(admitted, entries, needs, tokens, estimate)
+            if isinstance(answer, LimitRefusal):
+                return answer
+            store, raw, block, slot = answer
         merged = list(admitted.raw)
         if admitted.spare:
             for i in plan.hit_taken:
@@ -694,8 +872,8 @@ class RequestLimits:
         headers += self.headers
         if not all_ok(raw):
             return _refused(entries, raw, tokens, estimate)
-        self._reservation = _Reservation(store, admitted.org_id, admitted.lease, plan, raw,
-                                         tokens, estimate, prices)
+        self._reservation = _Reservation(store, admitted.org_id, slot, plan, raw, tokens,
+                                         estimate, prices, block)
         return None
 
     def settle(self, *, model: str, status: int, prompt_tokens: int,
@@ -711,6 +889,8 @@ class RequestLimits:
         items: list[str] = []
         notes: list[Entry | None] = []
         real: int | None = None  # the real cost in units, for the budgets
+        # Drawn from a block still live: settled into it (what it gives back at its end).
+        block = taken.block if taken.block is not None and not taken.block.over else None
         for at, i in enumerate(taken.plan.upstream):
             entry = taken.plan.entries[i]
             what, check = entry.what, entry.check
@@ -720,10 +900,16 @@ class RequestLimits:
                         else 0 if status != 200 else taken.tokens)
                 if used == taken.tokens:
                     continue
+                if block is not None:
+                    block.used[at] += used - taken.tokens
+                    continue
                 item = settle_rate(check, used - taken.tokens)
             elif what == "rpm" or what == "rpd":
                 continue  # a request it stays
             elif what == "concurrent":
+                if block is not None:
+                    block.used[at] -= 1
+                    continue
                 item = settle_lease(taken.lease)
             else:
                 if real is None:
@@ -733,13 +919,18 @@ class RequestLimits:
                                             completion_tokens=completion_tokens,
                                             at=datetime.now(UTC))
                     real = units(cost) if cost is not None else 0
+                _budget_progress(taken.org_id, entry, taken.raw[5 * at + 1], real)
+                if block is not None:
+                    block.used[at] += real - taken.estimate
+                    continue
                 generation = taken.raw[5 * at + 4]
                 item = settle_budget(check, real - taken.estimate,
                                      generation.decode() if generation else "")
-                _budget_progress(taken.org_id, entry, taken.raw[5 * at + 1], real)
             keys.append(check.key)
             items.append(item)
             notes.append(entry if what == "budget" else None)
+        if block is not None and taken.lease:
+            block.slots.append(taken.lease)
         if items:
             settlements.add(taken.store, taken.org_id, keys, items, notes)
 
@@ -773,10 +964,10 @@ class _Settlements:
         for store, by_org in pending.items():
             orgs = list(by_org.items())
             store.settle_soon([(keys, items) for _, (keys, items, _) in orgs],
-                              partial(self._crossings, orgs))
+                              partial(self.crossings, orgs))
 
     @staticmethod
-    def _crossings(orgs: list, answers: list[list] | None) -> None:
+    def crossings(orgs: list, answers: list[list] | None) -> None:
         for (org_id, (_, _, notes)), crossed in zip(orgs, answers or (), strict=False):
             for at in range(0, len(crossed), 2):
                 _crossing_record(org_id, notes[crossed[at] - 1], crossed[at + 1])

@@ -16,13 +16,17 @@ the request's lease id and the lease's length in ms. Kinds:
   burst and then one every P/n: no fixed window, no 2× at a boundary. `g,n,P,c,`
 - `c`, concurrent requests: a sorted set of leases scored by expiry. Expired leases are
   dropped first, so a process that died holding slots gives them back after the lease
-  time, never leaks them forever. `c,n,,,`
+  time, never leaks them forever. `c,n,,,` takes one slot, named by the lease id;
+  `c,n,count,,` takes `count` (a process's block of slots, ratelimit.gate.Block), named
+  `<lease>#1` to `<lease>#count`, all or none.
 - `b`, a budget: a hash {s: spend so far (units of 1e-8 USD, reservations included),
   g: generation, x: crossed}. Missing means Redis lost it (flushed, restarted, evicted):
   the script then takes nothing and returns the indexes to seed; the caller sums the
   period's spend from PostgreSQL and runs it again with the seed. A hard budget refuses
-  while s >= cap, so concurrent requests overrun it by at most one reservation.
-  `b,cap,estimate,hard (1/0),seed` with seed '' or `spend:generation:ttl`.
+  while s >= cap, so concurrent requests overrun it by at most one reservation; a block
+  taken ahead (hard 2) is refused unless all of it fits under the cap, so it never
+  overruns at all. `b,cap,estimate,hard (1/0/2),seed` with seed '' or
+  `spend:generation:ttl`.
 
 A kind in capitals (`G`, `C`, `B`) only checks: it answers as its lower-case kind would
 (a rate with the cost given) but takes nothing, so a request can be refused before the
@@ -68,8 +72,13 @@ for i, check in ipairs(checks) do
     if count >= n then ok, remaining = 0, 0 else remaining = n - count end
   elseif kind == 'c' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    local count = redis.call('ZCARD', key)
-    if count >= n then ok, remaining = 0, 0 else remaining = n - count - 1; take[i] = true end
+    local count, want = redis.call('ZCARD', key), check[3] or 1
+    if count + want > n then
+      ok, remaining = 0, 0
+    else
+      remaining = n - count - want
+      take[i] = want
+    end
   else
     local found = redis.call('HMGET', key, 's', 'g')
     local spent = found[1]
@@ -87,7 +96,12 @@ for i, check in ipairs(checks) do
     if spent then
       spent = tonumber(spent)
       remaining = n - spent
-      if check[4] == 1 and spent >= n then ok = 0 elseif not only_check then take[i] = check[3] end
+      local hard = check[4]
+      if (hard == 1 and spent >= n) or (hard == 2 and spent + check[3] > n) then
+        ok = 0
+      elseif not only_check then
+        take[i] = check[3]
+      end
     end
   end
   if ok == 0 then all_ok = false end
@@ -109,7 +123,16 @@ if all_ok then
         redis.call('SET', key, string.format('%.3f', value), 'PX', math.ceil(value - now))
       end
     elseif kind == 'c' then
-      redis.call('ZADD', key, now + lease_ms, lease)
+      if value == 1 then
+        redis.call('ZADD', key, now + lease_ms, lease)
+      else
+        local members = {}
+        for j = 1, value do
+          members[#members + 1] = now + lease_ms
+          members[#members + 1] = lease .. '#' .. j
+        end
+        redis.call('ZADD', key, unpack(members))
+      end
       redis.call('PEXPIRE', key, lease_ms)
     elseif value > 0 then
       redis.call('HINCRBY', key, 's', value)

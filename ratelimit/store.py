@@ -32,8 +32,9 @@ RATE, CONCURRENCY, BUDGET = "g", "c", "b"
 @dataclass(frozen=True, slots=True)
 class Check:
     """One limit or budget a request must pass (see ratelimit.scripts for the kinds).
-    `cost` is a rate's units (1 request, or tokens) or a budget's estimate; a plan's
-    template holds a placeholder there for each request's own."""
+    `cost` is a rate's units (1 request, or tokens), a budget's estimate, or the slots
+    a concurrency check takes (0: one); a plan's template holds a placeholder there for
+    each request's own."""
 
     key: str
     kind: str
@@ -42,6 +43,7 @@ class Check:
     cost: int | str = 0
     soft: bool = False  # a budget that allows and records instead of refusing
     only_check: bool = False  # answer as if taken, take nothing
+    fits: bool = False  # a budget's block taken ahead: all of it under the cap, or none
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +73,18 @@ def reserve_spec(checks: list[Check], seeds: dict[int, Seed] | None = None) -> s
         if check.kind == RATE:
             parts.append(f"{kind},{check.limit},{check.period_ms},{check.cost},")
         elif check.kind == CONCURRENCY:
-            parts.append(f"{kind},{check.limit},,,")
+            parts.append(f"{kind},{check.limit},{check.cost or ''},,")
         else:
             seed = (seeds or {}).get(i)
             found = f"{seed.units}:{secrets.token_hex(6)}:{seed.ttl_s}" if seed else ""
-            parts.append(f"{kind},{check.limit},{check.cost},{0 if check.soft else 1},{found}")
+            hard = 2 if check.fits else 0 if check.soft else 1
+            parts.append(f"{kind},{check.limit},{check.cost},{hard},{found}")
     return ";".join(parts)
+
+
+def slot_names(lease: str, count: int) -> list[str]:
+    """The members a concurrency check taking `count` slots adds (RESERVE's own names)."""
+    return [lease] if count <= 1 else [f"{lease}#{j}" for j in range(1, count + 1)]
 
 
 def missing_of(raw: list) -> list[int] | None:
@@ -254,16 +262,17 @@ class LocalLimiter:
                 leases = self._leases.setdefault(key, {})
                 for expired in [k for k, expiry in leases.items() if expiry <= now]:
                     del leases[expired]
-                if len(leases) >= n:
+                want = int(b) if b else 1
+                if len(leases) + want > n:
                     out += [0, 0, 0, 0, b""]
                 elif check_only:
                     out += [1, n - len(leases), 0, 0, b""]
                 else:
-                    takes.append((kind, key, None))
-                    out += [1, n - len(leases) - 1, 0, 0, b""]
+                    takes.append((kind, key, want))
+                    out += [1, n - len(leases) - want, 0, 0, b""]
             else:
                 state = self._budgets[key]
-                ok = c == "0" or state[0] < n
+                ok = (c == "0" or state[0] < n) if c != "2" else state[0] + int(b) <= n
                 if ok and not check_only:
                     takes.append((kind, key, int(b)))
                 out += [1 if ok else 0, n - state[0], 0, 0, state[1].encode()]
@@ -272,7 +281,8 @@ class LocalLimiter:
                 if kind == RATE:
                     self._tats[key] = value
                 elif kind == CONCURRENCY:
-                    self._leases[key][lease] = now + lease_ms
+                    for name in slot_names(lease, value):
+                        self._leases[key][name] = now + lease_ms
                 else:
                     self._budgets[key][0] += value
         return out
