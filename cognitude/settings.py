@@ -329,8 +329,9 @@ COGNITUDE_LIMITS_DEFAULT_COMPLETION_TOKENS = _env_value(
 COGNITUDE_LIMITS_COUNT_HITS = _env_value("COGNITUDE_LIMITS_COUNT_HITS", bool, True)
 # A concurrency slot is a lease: a process that dies holding one gives it back after this.
 COGNITUDE_LIMITS_LEASE_SECONDS = _env_value("COGNITUDE_LIMITS_LEASE_SECONDS", float, 600.0)
-# How long a process hands out the requests one limits call took ahead (ratelimit.gate
-# says when it takes them): a cache hit then costs no round trip. 0: a call per request.
+# How long a process hands out what one limits call took ahead (ratelimit.gate says when
+# it takes it): requests, so a cache hit costs no round trip; tokens, spend and slots, so
+# a miss costs none either. 0: every request its own calls.
 COGNITUDE_LIMITS_GRANT_SECONDS = _env_value("COGNITUDE_LIMITS_GRANT_SECONDS", float, 0.1)
 # Failed authentications a client address may make per minute (0: no limit).
 COGNITUDE_LIMITS_UNAUTHENTICATED_PER_MINUTE = _env_value(

@@ -35,7 +35,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -198,7 +198,13 @@ class Plan:
     # organization's limits has its own plans) finds the grant still there.
     grant_key: tuple[str, ...] = ()
     asking: bool = False  # a first call taking ahead is in flight
-    asking_upstream: bool = False  # a call upstream taking a block is in flight
+    # The upstream entries, and where their token limits are among them; whether the
+    # requests are taken upstream too (hits not counted: their headers change there).
+    upstream_entries: tuple[Entry, ...] = ()
+    upstream_tpm: tuple[int, ...] = ()
+    upstream_requests: bool = False
+    # A call upstream taking a block, in flight: the misses meanwhile wait for its block.
+    taking: asyncio.Future | None = None
 
     @property
     def grant(self) -> Grant | None:
@@ -244,22 +250,21 @@ class Block:
         for at, need in enumerate(needs):
             if used[at] + need > taken[at]:
                 return None
-        before = list(used)
-        for at, need in enumerate(needs):
-            used[at] += need
-        return self.read(before), self.slots.pop() if self.slots else ""
+        return self.share(needs), self.slots.pop() if self.slots else ""
 
-    def read(self, before: list[int]) -> list:
-        """The answer for a request that drew after `before` had been: a rate's and a
-        slot's remaining count what the block still holds as not taken (the script's
-        reads after its own take), a budget's what was spent before this request (the
-        script's reads before it)."""
-        raw = list(self.raw)
+    def share(self, needs: list[int]) -> list:
+        """Draw `needs`; the answer as the request's own call would have read: a rate's
+        and a slot's remaining count what the block still holds as not taken (the
+        script reads those after its take), a budget's what was spent before this
+        request (read before it)."""
+        raw, used, taken = list(self.raw), self.used, self.taken
         for at, kind in enumerate(self.kinds):
             if kind == BUDGET:
-                raw[5 * at + 1] -= before[at]
+                raw[5 * at + 1] -= used[at]
+                used[at] += needs[at]
             else:
-                raw[5 * at + 1] += self.taken[at] - self.used[at]
+                used[at] += needs[at]
+                raw[5 * at + 1] += taken[at] - used[at]
         return raw
 
 
@@ -315,7 +320,11 @@ def _plan_build(limits: OrgLimits, key_id: int, model: str, now: datetime) -> Pl
     return Plan(tuple(entries), [c.key for c in first], reserve_spec(first),
                 reserve_spec(template), first, hit_taken, upstream,
                 [c.key for c in upstream_checks], reserve_spec(upstream_checks), has_budgets,
-                until, (reserve_spec(first), *(c.key for c in first)))
+                until, (reserve_spec(first), *(c.key for c in first)),
+                upstream_entries=tuple(entries[i] for i in upstream),
+                upstream_tpm=tuple(at for at, i in enumerate(upstream)
+                                   if entries[i].what == "tpm"),
+                upstream_requests=any(entries[i].what in ("rpm", "rpd") for i in upstream))
 
 
 def _first_checks(plan: Plan, ahead: int) -> list[Check]:
@@ -325,7 +334,7 @@ def _first_checks(plan: Plan, ahead: int) -> list[Check]:
             for i, c in enumerate(plan.first_checks)]
 
 
-def _upstream_checks(entries: list[Entry], tokens: int, estimate: int) -> list[Check]:
+def _upstream_checks(entries: Sequence[Entry], tokens: int, estimate: int) -> list[Check]:
     return [replace(e.check, cost=tokens if e.check.cost == TOKENS else
                     estimate if e.check.cost == ESTIMATE else e.check.cost)
             for e in entries]
@@ -373,7 +382,7 @@ def _nothing_crossed(answers: list[list] | None) -> None:
     """A rate's settlement crosses no budget: nothing to record."""
 
 
-def _needs(entries: list[Entry], tokens: int, estimate: int) -> list[int]:
+def _needs(entries: Sequence[Entry], tokens: int, estimate: int) -> list[int]:
     """What a request takes of each upstream entry: its tokens, its cost estimate, one
     request, one slot."""
     return [tokens if e.what == "tpm" else estimate if e.what == "budget" else 1
@@ -399,7 +408,7 @@ def _block_count(plan: Plan, raw: list, needs: list[int]) -> int:
     return count if count >= _GRANT_LEAST else 1
 
 
-def _block_checks(entries: list[Entry], needs: list[int], count: int) -> list[Check]:
+def _block_checks(entries: Sequence[Entry], needs: list[int], count: int) -> list[Check]:
     return [replace(e.check, cost=count, only_check=False) if e.check.kind == CONCURRENCY
             else replace(e.check, cost=need * count, fits=e.check.kind == BUDGET)
             for e, need in zip(entries, needs, strict=True)]
@@ -501,7 +510,7 @@ def _spend_since(key: tuple[int, int | None, float]) -> Decimal:
 _spends: Snapshots[tuple[int, int | None, float], Decimal] = Snapshots(_spend_since, lambda: 0.0)
 
 
-async def _seeds(org_id: int, entries: list[Entry], missing: list[int]) -> dict[int, Seed]:
+async def _seeds(org_id: int, entries: Sequence[Entry], missing: list[int]) -> dict[int, Seed]:
     now = timezone.now()
     seeds = {}
     for i in missing:
@@ -517,7 +526,7 @@ async def _seeds(org_id: int, entries: list[Entry], missing: list[int]) -> dict[
 ChecksSent = Callable[[], list[Check]]
 
 
-async def _reserve(store: Limiter, org_id: int, entries: list[Entry], checks: ChecksSent,
+async def _reserve(store: Limiter, org_id: int, entries: Sequence[Entry], checks: ChecksSent,
                    keys: list[str], spec: str, lease: str) -> list:
     """One call's answer (the rare path, when budgets must be rebuilt, sends the checks
     again with their seeds)."""
@@ -539,27 +548,31 @@ _NAMES = {"rpm": "requests per minute (RPM)", "rpd": "requests per day (RPD)",
           "tpm": "tokens per minute (TPM)"}
 
 
+Tightest = tuple[int, int, int]  # remaining, limit, reset ms
+
+
+def _tightest(entries: Sequence[Entry], raw: list, among: Sequence[int]) -> Tightest:
+    """Of the entries at `among` (a kind alike): the least remaining; of two alike, the
+    smaller limit."""
+    return min((raw[5 * i + 1], entries[i].check.limit, raw[5 * i + 2]) for i in among)
+
+
+def _rate_triple(noun: bytes, tightest: Tightest) -> list[Header]:
+    remaining, limit, reset_ms = tightest
+    return [(b"x-ratelimit-limit-" + noun, str(limit).encode()),
+            (b"x-ratelimit-remaining-" + noun, str(max(0, remaining)).encode()),
+            (b"x-ratelimit-reset-" + noun, openai_duration(reset_ms).encode())]
+
+
 def rate_headers(entries: tuple[Entry, ...], raw: list) -> list[Header]:
-    """OpenAI's six x-ratelimit-* headers for the tightest request and token limits (the
-    least remaining; of two alike, the smaller limit)."""
-    requests = tokens = None
-    for i, entry in enumerate(entries):
-        what = entry.what
-        if what == "rpm" or what == "rpd":
-            found = (raw[5 * i + 1], entry.check.limit, raw[5 * i + 2])
-            if requests is None or found < requests:
-                requests = found
-        elif what == "tpm":
-            found = (raw[5 * i + 1], entry.check.limit, raw[5 * i + 2])
-            if tokens is None or found < tokens:
-                tokens = found
+    """OpenAI's six x-ratelimit-* headers for the tightest request and token limits,
+    requests first."""
+    requests = [i for i, e in enumerate(entries) if e.what == "rpm" or e.what == "rpd"]
+    tokens = [i for i, e in enumerate(entries) if e.what == "tpm"]
     headers = []
-    for noun, tightest in ((b"requests", requests), (b"tokens", tokens)):
-        if tightest is not None:
-            remaining, limit, reset_ms = tightest
-            headers += [(b"x-ratelimit-limit-" + noun, str(limit).encode()),
-                        (b"x-ratelimit-remaining-" + noun, str(max(0, remaining)).encode()),
-                        (b"x-ratelimit-reset-" + noun, openai_duration(reset_ms).encode())]
+    for noun, among in ((b"requests", requests), (b"tokens", tokens)):
+        if among:
+            headers += _rate_triple(noun, _tightest(entries, raw, among))
     return headers
 
 
@@ -609,7 +622,7 @@ def _refusal(entry: Entry, o: Outcome, cost: int) -> tuple[float, LimitRefusal]:
                                     f"rate_limit_{entry.what}")
 
 
-def _refused(entries: list[Entry], raw: list, tokens: int, estimate: int) -> LimitRefusal:
+def _refused(entries: Sequence[Entry], raw: list, tokens: int, estimate: int) -> LimitRefusal:
     """The answer for the refusal that stands longest (so a retry after it passes all)."""
     found = []
     for i, entry in enumerate(entries):
@@ -658,7 +671,7 @@ class _Reservation:
     block: Block | None  # what it drew from, if not from a call of its own
 
 
-async def _take(store: Limiter, org_id: int, fail_closed: bool, entries: list[Entry],
+async def _take(store: Limiter, org_id: int, fail_closed: bool, entries: Sequence[Entry],
                 checks: ChecksSent, keys: list[str], spec: str,
                 lease: str) -> tuple[Limiter, list] | LimitRefusal:
     """One call's answer and the store that gave it: the limits Redis, or while it is
@@ -679,7 +692,7 @@ async def _take(store: Limiter, org_id: int, fail_closed: bool, entries: list[En
         return store, await _reserve(store, org_id, entries, checks, keys, spec, lease)
 
 
-async def _upstream_call(admitted: _Admitted, entries: list[Entry], needs: list[int],
+async def _upstream_call(admitted: _Admitted, entries: Sequence[Entry], needs: list[int],
                          tokens: int, estimate: int
                          ) -> tuple[Limiter, list, Block | None, str] | LimitRefusal:
     """A call upstream's own call: it takes what this request needs, or far from every
@@ -690,10 +703,10 @@ async def _upstream_call(admitted: _Admitted, entries: list[Entry], needs: list[
     if last is not None and not last.over and time.monotonic() >= last.until:
         _block_end(plan, last)  # over (else drawn from): back before this call, not after
     # One call at a time takes a block, as for grants.
-    count = 1 if plan.asking_upstream else _block_count(plan, admitted.raw, needs)
+    count = 1 if plan.taking is not None else _block_count(plan, admitted.raw, needs)
     asking = count > 1
     if asking:
-        plan.asking_upstream = True
+        plan.taking = asyncio.get_running_loop().create_future()
     try:
         while True:
             if count == 1:
@@ -712,18 +725,20 @@ async def _upstream_call(admitted: _Admitted, entries: list[Entry], needs: list[
             count = 1  # it did not all fit: this request's own, exactly
     finally:
         if asking:
-            plan.asking_upstream = False
+            assert plan.taking is not None
+            plan.taking.set_result(None)
+            plan.taking = None
     if count == 1:
         return store, raw, None, lease
     slots = slot_names(lease, count) if any(e.check.kind == CONCURRENCY for e in entries) else []
     block = Block(store, admitted.org_id, raw, tuple(e.check.kind for e in entries),
-                  [need * count for need in needs], list(needs), slots[1:],
+                  [need * count for need in needs], [0] * len(needs), slots[1:],
                   time.monotonic() + _GRANT_SECONDS)
     if len(_blocks) > 10_000:
         _blocks.clear()  # their timers hold them still
     _blocks[plan.grant_key] = block
     asyncio.get_running_loop().call_later(_GRANT_SECONDS, _block_end, plan, block)
-    return store, block.read([0] * len(needs)), block, slots[0] if slots else ""
+    return store, block.share(needs), block, slots[0] if slots else ""
 
 
 class RequestLimits:
@@ -847,12 +862,18 @@ class RequestLimits:
         tokens, estimate, prices = prompt + completion, 0, None
         if plan.has_budgets:
             prices = price_books.fresh(None) or await price_books.get(None)
-            estimate = max(_estimate(prices, name, prompt, completion)
-                           for name in _priced_as(admitted.routing, model))
-        entries = [plan.entries[i] for i in plan.upstream]
+            names = _priced_as(admitted.routing, model)
+            estimate = (_estimate(prices, names[0], prompt, completion) if len(names) == 1
+                        else max(_estimate(prices, name, prompt, completion) for name in names))
+        entries = plan.upstream_entries
         needs = _needs(entries, tokens, estimate)
         block = _blocks.get(plan.grant_key)
         drawn = block.draw(needs) if block is not None else None
+        if drawn is None and plan.taking is not None:
+            # A block is being taken: this request's share is likely in it.
+            await asyncio.shield(plan.taking)
+            block = _blocks.get(plan.grant_key)
+            drawn = block.draw(needs) if block is not None else None
         if drawn is not None:
             assert block is not None
             store, (raw, slot) = block.store, drawn
@@ -861,13 +882,18 @@ class RequestLimits:
             if isinstance(answer, LimitRefusal):
                 return answer
             store, raw, block, slot = answer
-        merged = list(admitted.raw)
-        if admitted.spare:
-            for i in plan.hit_taken:
-                merged[5 * i + 1] += admitted.spare
-        for at, i in enumerate(plan.upstream):
-            merged[5 * i:5 * i + 5] = raw[5 * at:5 * at + 5]
-        self.headers = rate_headers(plan.entries, merged)
+        if plan.upstream_requests:
+            merged = list(admitted.raw)
+            if admitted.spare:
+                for i in plan.hit_taken:
+                    merged[5 * i + 1] += admitted.spare
+            for at, i in enumerate(plan.upstream):
+                merged[5 * i:5 * i + 5] = raw[5 * at:5 * at + 5]
+            self.headers = rate_headers(plan.entries, merged)
+        elif plan.upstream_tpm:
+            # Only the tokens' headers change here: `take`'s, the last three of them.
+            tightest = _tightest(entries, raw, plan.upstream_tpm)
+            self.headers = [*self.headers[:-3], *_rate_triple(b"tokens", tightest)]
         headers[:] = [h for h in headers if not h[0].startswith(b"x-ratelimit-")]
         headers += self.headers
         if not all_ok(raw):
