@@ -36,7 +36,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
@@ -172,6 +172,31 @@ class Grant:
         return headers
 
 
+class _Taking:
+    """A call taking ahead for a plan, in flight: the requests that come meanwhile wait
+    for it (what it takes is likely theirs) rather than each make a call of its own, and
+    one call at a time takes ahead, so a busy moment does not take many at once."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future | None = None
+
+    def start(self) -> None:
+        self.future = asyncio.get_running_loop().create_future()
+
+    def done(self) -> None:
+        future, self.future = self.future, None
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self) -> None:
+        future = self.future
+        # (One made on another event loop, a short-lived one's, is not waited on.)
+        if future is not None and future.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(future)
+
+
 @dataclass(slots=True)
 class Plan:
     """What applies to one key and model of an organization: the rows that match it (the
@@ -197,14 +222,13 @@ class Plan:
     # What its grant is kept under: the same limits' plan rebuilt (each snapshot of the
     # organization's limits has its own plans) finds the grant still there.
     grant_key: tuple[str, ...] = ()
-    asking: bool = False  # a first call taking ahead is in flight
+    taking_grant: _Taking = field(default_factory=_Taking)
+    taking_block: _Taking = field(default_factory=_Taking)
     # The upstream entries, and where their token limits are among them; whether the
     # requests are taken upstream too (hits not counted: their headers change there).
     upstream_entries: tuple[Entry, ...] = ()
     upstream_tpm: tuple[int, ...] = ()
     upstream_requests: bool = False
-    # A call upstream taking a block, in flight: the misses meanwhile wait for its block.
-    taking: asyncio.Future | None = None
 
     @property
     def grant(self) -> Grant | None:
@@ -702,11 +726,11 @@ async def _upstream_call(admitted: _Admitted, entries: Sequence[Entry], needs: l
     last = _blocks.get(plan.grant_key)
     if last is not None and not last.over and time.monotonic() >= last.until:
         _block_end(plan, last)  # over (else drawn from): back before this call, not after
-    # One call at a time takes a block, as for grants.
-    count = 1 if plan.taking is not None else _block_count(plan, admitted.raw, needs)
+    count = (1 if plan.taking_block.future is not None
+             else _block_count(plan, admitted.raw, needs))
     asking = count > 1
     if asking:
-        plan.taking = asyncio.get_running_loop().create_future()
+        plan.taking_block.start()
     try:
         while True:
             if count == 1:
@@ -725,9 +749,7 @@ async def _upstream_call(admitted: _Admitted, entries: Sequence[Entry], needs: l
             count = 1  # it did not all fit: this request's own, exactly
     finally:
         if asking:
-            assert plan.taking is not None
-            plan.taking.set_result(None)
-            plan.taking = None
+            plan.taking_block.done()
     if count == 1:
         return store, raw, None, lease
     slots = slot_names(lease, count) if any(e.check.kind == CONCURRENCY for e in entries) else []
@@ -767,6 +789,9 @@ class RequestLimits:
         if not plan.entries:
             return None
         grant = plan.grant
+        if not _granted(grant) and plan.taking_grant.future is not None:
+            await plan.taking_grant.wait()
+            grant = plan.grant
         if not _granted(grant):
             called = await self._first_call(org_id, limits.fail_closed, plan, lease)
             if isinstance(called, LimitRefusal):
@@ -804,12 +829,10 @@ class RequestLimits:
         if last is not None and last.ahead > 0:
             # Over (else no call): its spares go back before this call, not after it.
             _give_back(plan, last)
-        # One call at a time takes ahead: the requests that come meanwhile take one
-        # each, so a busy moment does not take many grants' worth at once.
-        ahead = 1 if plan.asking else _ahead(plan)
+        ahead = 1 if plan.taking_grant.future is not None else _ahead(plan)
         asking = ahead > 1
         if asking:
-            plan.asking = True
+            plan.taking_grant.start()
         try:
             while True:
                 checks = partial(_first_checks, plan, ahead)
@@ -824,7 +847,7 @@ class RequestLimits:
                 ahead = 1
         finally:
             if asking:
-                plan.asking = False
+                plan.taking_grant.done()
         # This request is one of those taken; when hits take nothing, the grant only
         # repeats what the call checked, for as many as come. A refusal is kept too,
         # for the next call's size; and without room (_room), a grant that hands out
@@ -869,9 +892,8 @@ class RequestLimits:
         needs = _needs(entries, tokens, estimate)
         block = _blocks.get(plan.grant_key)
         drawn = block.draw(needs) if block is not None else None
-        if drawn is None and plan.taking is not None:
-            # A block is being taken: this request's share is likely in it.
-            await asyncio.shield(plan.taking)
+        if drawn is None and plan.taking_block.future is not None:
+            await plan.taking_block.wait()
             block = _blocks.get(plan.grant_key)
             drawn = block.draw(needs) if block is not None else None
         if drawn is not None:

@@ -78,6 +78,22 @@ def test_it_fails_closed_with_503_within_the_timeout(own_limits_redis, live_worl
     assert post(gateway.url, live_world.a.raw_key, chat("no limits")).status_code == 200
 
 
+def test_it_fails_closed_once_the_block_a_miss_took_is_over(own_limits_redis, live_world):
+    gateway, server = own_limits_redis
+    # Far from these, a miss takes a block (tokens, slots) for the misses of the next
+    # 0.1 s; they draw from it without Redis, but not past its time.
+    set_limits(live_world.b, tokens_per_minute=10_000_000, concurrent_requests=5000)
+    limit_policy_set(organization=live_world.b.org, fail_closed=True, actor=ACTOR)
+    assert post(gateway.url, live_world.b.raw_key, chat("block")).status_code == 200
+
+    server.stop()
+    time.sleep(0.3)
+    response, elapsed = timed(gateway.url, live_world.b.raw_key, "after the block")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "limits_unavailable"
+    assert elapsed < TIMEOUT + HEADROOM
+
+
 def test_it_answers_within_the_timeout_when_redis_hangs(own_limits_redis, live_world):
     gateway, server = own_limits_redis
     set_limits(live_world.b, requests_per_minute=100)
