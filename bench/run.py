@@ -183,6 +183,34 @@ class Result:
     cpu_us_per_request: float | None = None
     # The Redis servers' CPU time per request (both of them).
     redis_us_per_request: float | None = None
+    # Against its `compare_to` scenario over several rounds: the median of each round's
+    # own comparison (req/s change, gateway CPU added).
+    change: float | None = None
+    added_cpu_us: float | None = None
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def medians(rounds: dict[str, list[Result]]) -> list[Result]:
+    """Each scenario's median round; and against the scenario it is compared with, the
+    median of the rounds' own comparisons (the two ran one after the other in each
+    round): load that comes and goes between rounds moves both alike, where comparing
+    the two medians would compare different moments of the machine."""
+    out = []
+    for name, runs in rounds.items():
+        median = sorted(runs, key=lambda r: r.requests_per_s)[len(runs) // 2]
+        base = rounds.get(SCENARIOS[name].compare_to or "")
+        pairs = list(zip(runs, base, strict=True)) if base else []
+        if pairs and all(b.requests_per_s for _, b in pairs):
+            median = replace(median, change=_median(
+                [r.requests_per_s / b.requests_per_s - 1 for r, b in pairs]))
+            if all(r.cpu_us_per_request and b.cpu_us_per_request for r, b in pairs):
+                median = replace(median, added_cpu_us=_median(
+                    [r.cpu_us_per_request - b.cpu_us_per_request for r, b in pairs]))
+        out.append(median)
+    return out
 
 
 @dataclass(frozen=True)
@@ -647,11 +675,13 @@ def compared(results: list[Result]) -> list[Result]:
     for r in results:
         base = by_name.get(SCENARIOS[r.scenario].compare_to or "")
         if base is not None and base.requests_per_s:
-            change = r.requests_per_s / base.requests_per_s - 1
+            change = (r.change if r.change is not None
+                      else r.requests_per_s / base.requests_per_s - 1)
             verdict = "OK" if change >= -SCENARIOS[r.scenario].tolerance else "FAIL"
             cpu = ""
             if r.cpu_us_per_request and base.cpu_us_per_request:
-                added = r.cpu_us_per_request - base.cpu_us_per_request
+                added = (r.added_cpu_us if r.added_cpu_us is not None
+                         else r.cpu_us_per_request - base.cpu_us_per_request)
                 cpu = f", {added:+.0f} µs cpu"
                 budget = SCENARIOS[r.scenario].cpu_budget_us
                 if budget is not None:
@@ -698,7 +728,8 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=1,
         help="run the gateway scenarios this many times in turn and keep each one's "
-        "median (default 1); 3 or more on a machine with other load",
+        "median, and a comparison the median of the rounds' own (default 1); 3 or more on "
+        "a machine with other load",
     )
     parser.add_argument(
         "--tasks",
@@ -752,9 +783,14 @@ def run_all(
             for _ in range(args.rounds):
                 for scenario in gateway_scenarios:
                     run(scenario, gateway)
-                    rounds.setdefault(scenario.name, []).append(results.pop())
-            for runs in rounds.values():
-                results.append(sorted(runs, key=lambda r: r.requests_per_s)[len(runs) // 2])
+                    done = results.pop()
+                    rounds.setdefault(scenario.name, []).append(done)
+                    if args.rounds > 1:
+                        cpu = f", {done.cpu_us_per_request:.0f} µs CPU/request" if (
+                            done.cpu_us_per_request) else ""
+                        print(f"  round {len(rounds[scenario.name])}: "
+                              f"{done.requests_per_s:,.0f} req/s{cpu}", flush=True)
+            results += medians(rounds)
 
 
 def main() -> int:
