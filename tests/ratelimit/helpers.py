@@ -1,6 +1,9 @@
 """Driving the gateway's limits the way clients meet them."""
 
 import asyncio
+import contextlib
+import threading
+import time
 from datetime import date
 from decimal import Decimal
 
@@ -70,3 +73,24 @@ def records_of(org, count: int, *, timeout: float = 10.0) -> list[RequestLog]:
     """The organization's request records once there are `count` (written in batches)."""
     return wait_until(lambda: (logs if len(logs := list(RequestLog.objects.filter(
         organization=org))) >= count else None), timeout=timeout, what=f"{count} records")
+
+
+@contextlib.contextmanager
+def peak_in_flight(fake_upstream):
+    """The most requests the fake upstream had in flight at once while the block ran
+    (polled every 10 ms): `[peak]`, read after the block."""
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], fake_upstream.stats()["in_flight"])
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        watcher.join()

@@ -3,7 +3,6 @@ upstream takes tokens, spend and slots in flight for the misses after it and giv
 what they did not use; near a limit every request takes its own, so the limits hold
 exactly across gateways, as without."""
 
-import threading
 import time
 from decimal import Decimal
 
@@ -16,6 +15,7 @@ from tests.ratelimit.conftest import LIMITS_ENV
 from tests.ratelimit.helpers import (
     burst,
     chat,
+    peak_in_flight,
     post,
     records_of,
     set_budget,
@@ -118,28 +118,17 @@ def test_it_holds_a_concurrency_limit_across_gateways_while_blocks_are_taken(
     # 300 slots: a gateway's first miss takes a block of 18 of them (1/16), the rest
     # take one each, until under 256 are left.
     limit = set_limits(live_world.a, concurrent_requests=300)
-    peak = [0]
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], fake_upstream.stats()["in_flight"])
-            time.sleep(0.01)
-
     with django_db_blocker.unblock():
         gateways = [start_gateway(LIMITS_ENV) for _ in range(2)]
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     try:
-        responses = burst([g.url for g in gateways], live_world.a.raw_key, [
-            chat(f"block stream {i} [[fault:chunk_delay_ms=300]]", stream=True)
-            for i in range(350)])
+        with peak_in_flight(fake_upstream) as peak:
+            responses = burst([g.url for g in gateways], live_world.a.raw_key, [
+                chat(f"block stream {i} [[fault:chunk_delay_ms=300]]", stream=True)
+                for i in range(350)])
         slots_back = wait_until(
             lambda: limits_usage(limits=[limit])[limit.pk]["conc"] == 0 or None, timeout=10,
             what="every slot back")
     finally:
-        done.set()
-        watcher.join()
         for gateway in gateways:
             gateway.stop()
     counts = statuses(responses)

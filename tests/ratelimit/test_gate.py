@@ -20,6 +20,7 @@ from tests.ratelimit.helpers import (
     CHAT,
     burst,
     chat,
+    peak_in_flight,
     post,
     records_of,
     set_limits,
@@ -186,22 +187,9 @@ def test_it_settles_tokens_with_the_real_usage(limits_gateway, live_world):
 def test_it_holds_a_concurrency_limit_under_50_parallel_streams(limits_gateway, live_world,
                                                                 fake_upstream):
     set_limits(live_world.a, concurrent_requests=5)
-    peak = [0]
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], fake_upstream.stats()["in_flight"])
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with peak_in_flight(fake_upstream) as peak:
         responses = burst(limits_gateway.url, live_world.a.raw_key, [
             chat(f"stream {i} [[fault:chunk_delay_ms=300]]", stream=True) for i in range(50)])
-    finally:
-        done.set()
-        watcher.join()
     counts = statuses(responses)
     assert set(counts) <= {200, 429}, counts
     assert 5 <= counts[200] and counts.get(429, 0) >= 30
