@@ -145,7 +145,7 @@ return out
 # Settles what requests took, many at once (a flush batches one organization's): one
 # key per item, the items in ARGV[1] as `kind,a,b,c` separated by `;`:
 # - `g,ms per unit,delta units,`  (a negative delta gives back what was not used)
-# - `c,lease id,,`                (the request is over: free its slot)
+# - `c,lease ids,,`               (space-separated: free these slots of one limit)
 # - `b,delta units,cap,generation` (reservation -> real cost)
 # A budget whose generation changed (Redis lost it and it was rebuilt from the records
 # meanwhile) is left alone: the rebuilt spend does not hold this reservation, and the
@@ -172,7 +172,9 @@ for kind, a, b, c in string.gmatch(ARGV[1], '(%a),([^,;]*),([^,;]*),([^;]*)') do
       end
     end
   elseif kind == 'c' then
-    redis.call('ZREM', key, a)
+    local names = {}
+    for name in string.gmatch(a, '%S+') do names[#names + 1] = name end
+    redis.call('ZREM', key, unpack(names))
   elseif redis.call('HGET', key, 'g') == c then
     local spent = redis.call('HINCRBY', key, 's', a)
     if spent >= tonumber(b) and redis.call('HSETNX', key, 'x', 1) == 1 then

@@ -15,7 +15,7 @@ import math
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import hiredis
@@ -108,8 +108,10 @@ def settle_rate(check: Check, delta: int) -> str:
     return f"g,{check.period_ms / check.limit},{delta},"
 
 
-def settle_lease(lease: str) -> str:
-    return f"c,{lease},,"
+def settle_leases(names: Sequence[str]) -> str:
+    """Free these slots of one concurrency limit (a request's, or the ones a block
+    holds unused at its end: one item, however many)."""
+    return f"c,{' '.join(names)},,"
 
 
 def settle_budget(check: Check, delta: int, generation: str) -> str:
@@ -312,7 +314,9 @@ class LocalLimiter:
                     else:
                         self._tats.pop(key, None)
                 elif kind == CONCURRENCY:
-                    self._leases.get(key, {}).pop(a, None)
+                    leases = self._leases.get(key, {})
+                    for name in a.split(" "):
+                        leases.pop(name, None)
                 else:
                     state = self._budgets.get(key)
                     if state is None or state[1] != c:

@@ -18,7 +18,7 @@ from ratelimit.store import (
     outcome,
     reserve_spec,
     settle_budget,
-    settle_lease,
+    settle_leases,
     settle_rate,
 )
 from tests.conftest import TEST_REDIS_URL
@@ -120,13 +120,32 @@ def test_it_holds_concurrency_and_frees_slots(store):
         a = await reserve(s, [slots], lease="a")
         b = await reserve(s, [slots], lease="b")
         refused = await reserve(s, [slots], lease="c")
-        await settle(s, (slots, settle_lease("a")))
+        await settle(s, (slots, settle_leases(["a"])))
         c = await reserve(s, [slots], lease="c")
         return a, b, refused, c
 
     a, b, refused, c = run(store, steps)
     assert (a[0].ok, b[0].ok, refused[0].ok, c[0].ok) == (True, True, False, True)
     assert (a[0].remaining, b[0].remaining) == (1, 0)
+
+
+def test_it_frees_many_slots_of_a_block_in_one_item(store):
+    block = Check(key("conc"), CONCURRENCY, 5, cost=4)  # a block's 4 slots: blk#1..blk#4
+    one = Check(block.key, CONCURRENCY, 5)
+
+    async def steps(s):
+        taken = await reserve(s, [block], lease="blk")
+        full = await reserve(s, [one], lease="x")  # the 5th
+        refused = await reserve(s, [one], lease="y")
+        await settle(s, (one, settle_leases(["blk#1", "blk#3", "blk#4"])))
+        after = await reserve(s, [one], lease="y")
+        return taken, full, refused, after
+
+    taken, full, refused, after = run(store, steps)
+    assert (taken[0].ok, taken[0].remaining) == (True, 1)
+    assert (full[0].ok, refused[0].ok) == (True, False)
+    # blk#2 and x are still held: three of the five are free again, y takes one
+    assert (after[0].ok, after[0].remaining) == (True, 2)
 
 
 def test_it_takes_back_leases_a_dead_process_left(store):
