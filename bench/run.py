@@ -68,6 +68,7 @@ REDIS_SERVERS = {"REDIS_URL": "allkeys-lru", "COGNITUDE_LIMITS_REDIS_URL": "noev
 BROKER_URL_DEFAULT = "amqp://guest:guest@127.0.0.1:5672//"
 READY_TIMEOUT_S = 60.0
 WARMUP_TIMEOUT_S = 5.0
+DRAIN_TIMEOUT_S = 300.0
 WARMUP_RUN_S = 3
 QUIET_POLL_S = 0.25
 QUIET_TIMEOUT_S = 10.0
@@ -613,6 +614,20 @@ def request_records(database_url: str) -> int:
         return connection.execute("SELECT count(*) FROM analytics_requestlog").fetchone()[0]
 
 
+def queued_events(env: dict[str, str]) -> int:
+    """Messages waiting in the broker's task queue (Celery's default, which every task
+    here uses)."""
+    from kombu import Connection
+    from kombu.exceptions import ChannelError
+
+    with Connection(env["CELERY_BROKER_URL"]) as connection:
+        try:
+            return connection.default_channel.queue_declare(
+                queue="celery", passive=True).message_count
+        except ChannelError:
+            return 0  # no queue: nothing was ever published to it
+
+
 def drain_events(env: dict[str, str]) -> None:
     """Run a Celery worker until the events the gateway published are all written.
 
@@ -626,14 +641,22 @@ def drain_events(env: dict[str, str]) -> None:
                "warning"]
     process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env)
     try:
+        # Done when the queue is empty and the records have stopped growing (what the
+        # worker holds unacknowledged is in neither): records alone stood still while
+        # the worker started, and the run ended with every event still queued.
         count, stable_since = before, time.monotonic()
-        deadline = time.monotonic() + 120
-        while time.monotonic() - stable_since < 3 and time.monotonic() < deadline:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
             time.sleep(0.5)
             now = request_records(env["DATABASE_URL"])
             if now != count:
                 count, stable_since = now, time.monotonic()
-        print(f"worker: wrote {count - before} request records after the run")
+            if time.monotonic() - stable_since >= 3 and not queued_events(env):
+                break
+        left = queued_events(env)
+        print(f"worker: wrote {count - before} request records after the run"
+              + (f"; {left} event messages still queued after {DRAIN_TIMEOUT_S:.0f} s"
+                 if left else ""))
     finally:
         process.terminate()
         process.wait(timeout=30)
