@@ -25,8 +25,9 @@ left: the first call's `Grant` takes 1/16 of what remains of a request limit (16
 requests) for the requests this process will see in the next
 COGNITUDE_LIMITS_GRANT_SECONDS, and a call upstream's `Block` takes what 16 to 256 misses
 like it would (tokens, cost estimates, and slots in flight for those held at once; at
-most 1/16 of what is left of each) for the misses after it, which draw from it and settle into it without a call of
-their own. What was not used goes back when that time is over. Near a limit (under 256
+most 1/16 of what is left of each) for the misses after it, which draw from it and
+settle into it without a call of their own. What was not used goes back when that time
+is over. Near a limit (under 256
 requests, or under 1/16 of any limit or budget, left) every request makes its own calls,
 exactly as without.
 """
@@ -250,10 +251,13 @@ class Block:
     """What a call upstream took ahead, for the misses of this process after it, in the
     next COGNITUDE_LIMITS_GRANT_SECONDS: of each entry the plan takes upstream, what
     `count` such requests would take (their tokens, cost estimates, and requests when
-    hits take none) and slots in flight for what they hold at once (`_block_slots`). A miss draws its own share from it, with no call, and
-    settles into it (real tokens and cost for the estimates, its slot back); at its end
-    (`_block_end`) what no request holds goes back, and the requests still in flight
-    then settle with the store, as if each had made its own call."""
+    hits take none) and slots in flight for what they hold at once (`_block_slots`). A
+    miss draws its own share from it, with no call, and settles into it (real tokens
+    and cost for the estimates, its slot back). At its end (`_block_end`) what no
+    request holds goes back; the requests still in flight settle into it still, and it
+    sends their settlements in one call when the last of them is over, or one
+    COGNITUDE_LIMITS_GRANT_SECONDS later at most (`_block_close`: any still in flight
+    then settle with the store, as if each had made its own call)."""
 
     store: Limiter
     org_id: int
@@ -263,7 +267,9 @@ class Block:
     used: list[int]  # per upstream entry: what requests drew, settled to their real use
     slots: list[str]  # the slots it took that no request holds now
     until: float  # monotonic
-    over: bool = False  # given back: requests drawn from it settle with the store
+    over: bool = False  # ended: nothing more is drawn from it
+    closed: bool = False  # settled for good: requests drawn from it settle with the store
+    holding: int = 0  # requests drawn from it and not settled yet
     peak: int = 0  # the most slots its requests held at once (sizes the next block's)
 
     def draw(self, needs: list[int]) -> tuple[list, str] | None:
@@ -283,6 +289,7 @@ class Block:
         script reads those after its take), a budget's what was spent before this
         request (read before it)."""
         raw, used, taken = list(self.raw), self.used, self.taken
+        self.holding += 1
         for at, kind in enumerate(self.kinds):
             if kind == BUDGET:
                 raw[5 * at + 1] -= used[at]
@@ -453,11 +460,33 @@ def _block_checks(entries: Sequence[Entry], needs: list[int], count: int,
 
 def _block_end(plan: Plan, block: Block) -> None:
     """At a block's end: what it took and no request used or holds, back to the store
-    (sent at once, so a call made now goes after it on the connection). A budget it
-    moved past its cap (real costs over their estimates) records the crossing."""
+    (sent at once, so a call made now goes after it on the connection). What requests
+    still in flight settle into it is sent when the last of them is over (`settle`),
+    or one COGNITUDE_LIMITS_GRANT_SECONDS later at most."""
     if block.over:
         return
     block.over = True
+    _block_flush(plan, block)
+    if block.holding:
+        asyncio.get_running_loop().call_later(_GRANT_SECONDS, _block_close, plan, block)
+    else:
+        block.closed = True
+
+
+def _block_close(plan: Plan, block: Block) -> None:
+    """What the requests in flight at a block's end settled into it since, to the store;
+    any still in flight settle with it themselves from now on."""
+    if not block.closed:
+        block.closed = True
+        _block_flush(plan, block)
+
+
+def _block_flush(plan: Plan, block: Block) -> None:
+    """To the store, in one call: the difference between what the block took and what
+    its requests used (settled to their real use, estimates in flight included), and
+    the slots no request holds; after it the block holds what it sent as its own. A
+    budget it moved past its cap (real costs over their estimates) records the
+    crossing."""
     keys: list[str] = []
     items: list[str] = []
     notes: list[Entry | None] = []
@@ -481,6 +510,7 @@ def _block_end(plan: Plan, block: Block) -> None:
         keys.append(check.key)
         notes.append(entry if check.kind == BUDGET else None)
     block.slots = []
+    block.taken = list(block.used)
     if items:
         orgs = [(block.org_id, (keys, items, notes))]
         block.store.settle_soon([(keys, items)], partial(_Settlements.crossings, orgs))
@@ -952,8 +982,8 @@ class RequestLimits:
         items: list[str] = []
         notes: list[Entry | None] = []
         real: int | None = None  # the real cost in units, for the budgets
-        # Drawn from a block still live: settled into it (what it gives back at its end).
-        block = taken.block if taken.block is not None and not taken.block.over else None
+        # Drawn from a block not closed: settled into it (what it sends at its end).
+        block = taken.block if taken.block is not None and not taken.block.closed else None
         for at, i in enumerate(taken.plan.upstream):
             entry = taken.plan.entries[i]
             what, check = entry.what, entry.check
@@ -992,8 +1022,12 @@ class RequestLimits:
             keys.append(check.key)
             items.append(item)
             notes.append(entry if what == "budget" else None)
-        if block is not None and taken.lease:
-            block.slots.append(taken.lease)
+        if block is not None:
+            if taken.lease:
+                block.slots.append(taken.lease)
+            block.holding -= 1
+            if block.over and not block.holding:
+                _block_close(taken.plan, block)
         if items:
             settlements.add(taken.store, taken.org_id, keys, items, notes)
 

@@ -3,6 +3,7 @@ upstream takes tokens, spend and slots in flight for the misses after it and giv
 what they did not use; near a limit every request takes its own, so the limits hold
 exactly across gateways, as without."""
 
+import json
 import time
 from decimal import Decimal
 
@@ -137,3 +138,37 @@ def test_it_holds_a_concurrency_limit_across_gateways_while_blocks_are_taken(
     # The blocks' slots no request held were idle for at most their 0.1 s.
     assert counts[200] >= 250 and counts[429] >= 50, counts
     assert slots_back
+
+
+# A block ends COGNITUDE_LIMITS_GRANT_SECONDS after it is taken, with every request in
+# flight, and waits as long again for them at most: they end before that (and the last
+# one sends what they settled into it), or after it (and each settles on its own).
+@pytest.mark.parametrize(("grant_seconds", "delay_ms"), [("1", 1500), ("0.3", 1000)])
+def test_it_settles_what_requests_in_flight_at_a_blocks_end_used(
+        live_world, django_db_blocker, limits_redis, grant_seconds, delay_ms):
+    set_price("gpt-4o-mini", input_per_million="2", output_per_million="2")
+    limit = set_limits(live_world.a, tokens_per_minute=TPM, concurrent_requests=4096)
+    budget = set_budget(live_world.a, "100")
+    key = live_world.a.raw_key
+    with django_db_blocker.unblock():
+        gateway = start_gateway({**LIMITS_ENV, "COGNITUDE_LIMITS_GRANT_SECONDS": grant_seconds})
+    try:
+        responses = burst(gateway.url, key, [
+            chat(f"in flight {i} [[fault:delay_ms={delay_ms}]]", max_tokens=16)
+            for i in range(20)])
+        records = records_of(live_world.a.org, 20)
+        real = sum((r.cost for r in records), Decimal(0))
+        spend_after = wait_until(
+            lambda: (found if (found := budgets_spend_live(budgets=[budget])[budget.pk]) == real
+                     else None), timeout=10, what=f"the live spend to be the records' {real}")
+        slots_after = wait_until(
+            lambda: limits_usage(limits=[limit])[limit.pk]["conc"] == 0 or None, timeout=10,
+            what="every slot back")
+    finally:
+        gateway.stop()
+    assert statuses(responses) == {200: 20}
+    # Far from every limit they drew from a block, which ended while all 20 were in
+    # flight: their real costs, not their estimates, are what is spent.
+    reserved = sum(estimate(json.loads(r.request.content)) for r in responses)
+    assert real < reserved
+    assert spend_after == real and slots_after
