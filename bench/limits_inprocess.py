@@ -3,10 +3,12 @@
 time, against the real limits Redis, for a key with no limits and for a key with the
 benchmark's limits and daily budget (`run.BENCH_LIMITS`, far above what this uses).
 
-    .venv/bin/python bench/limits_inprocess.py [--requests N]
+    .venv/bin/python bench/limits_inprocess.py [--requests N] [--concurrency C --hold-ms H]
 
 No HTTP, no cache, no upstream: the difference between the two keys is the limits'
 own CPU per miss, which the load benchmark's req/s (a noisy machine's) only brackets.
+With --concurrency, C misses are in flight at once, each for H ms between its call
+upstream and its settlement (so blocks end with requests in flight, as under load).
 DATABASE_URL defaults to the cognitude_bench database, COGNITUDE_LIMITS_REDIS_URL to
 redis://127.0.0.1:6379/13.
 """
@@ -35,6 +37,9 @@ ROUNDS = 3
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="per key and round")
+    parser.add_argument("--concurrency", type=int, default=1, help="misses in flight")
+    parser.add_argument("--hold-ms", type=float, default=0.0,
+                        help="how long each is in flight (its call upstream)")
     return parser.parse_args()
 
 
@@ -69,7 +74,7 @@ def setup() -> tuple[int, dict[str, int]]:
     return found[0].organization_id, {"plain": ids["plain"], "limited": ids["limited"]}
 
 
-async def one_miss(org_id: int, key_id: int, i: int) -> None:
+async def one_miss(org_id: int, key_id: int, i: int, hold_s: float = 0.0) -> None:
     from ratelimit.gate import RequestLimits
 
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"hello {i}"}]}
@@ -79,10 +84,19 @@ async def one_miss(org_id: int, key_id: int, i: int) -> None:
     assert refused is None, refused
     refused = await limits.take_upstream([(b"content-type", b"application/json")])
     assert refused is None, refused
+    if hold_s:
+        await asyncio.sleep(hold_s)
     limits.settle(model="gpt-4o-mini", status=200, prompt_tokens=20, completion_tokens=10)
 
 
-async def measure(org_id: int, keys: dict[str, int], requests: int) -> dict[str, list[float]]:
+async def measure(org_id: int, keys: dict[str, int], args: argparse.Namespace
+                  ) -> dict[str, list[float]]:
+    hold_s, each = args.hold_ms / 1000, args.requests // args.concurrency
+
+    async def flow(key_id: int, first: int) -> None:
+        for i in range(first, first + each):
+            await one_miss(org_id, key_id, i, hold_s)
+
     for key_id in keys.values():  # warm: plans, prices, the Redis connection
         for i in range(1000):
             await one_miss(org_id, key_id, i)
@@ -90,17 +104,16 @@ async def measure(org_id: int, keys: dict[str, int], requests: int) -> dict[str,
     for _ in range(ROUNDS):
         for name, key_id in keys.items():
             started = time.process_time()
-            for i in range(requests):
-                await one_miss(org_id, key_id, i)
+            await asyncio.gather(*(flow(key_id, c * each) for c in range(args.concurrency)))
             await asyncio.sleep(0.3)  # the last blocks end and settle: theirs too
-            found[name].append((time.process_time() - started) * 1e6 / requests)
+            found[name].append((time.process_time() - started) * 1e6 / (each * args.concurrency))
     return found
 
 
 def main() -> int:
     args = parse_args()
     org_id, keys = setup()
-    found = asyncio.run(measure(org_id, keys, args.requests))
+    found = asyncio.run(measure(org_id, keys, args))
     for name, rounds in found.items():
         print(f"{name:8} CPU per miss: " + ", ".join(f"{us:.1f} µs" for us in rounds))
     added = sorted(b - a for a, b in zip(found["plain"], found["limited"], strict=True))
