@@ -26,6 +26,7 @@ from tests import live
 from tests.analytics.test_metrics import scrape, value
 from tests.live import HOST, Gateway
 from tests.pipeline.helpers import (
+    PUBLISH_TIMEOUT_SECONDS,
     STORE,
     pipeline_gateway,
     send,
@@ -83,7 +84,7 @@ def test_it_spools_while_the_broker_hangs_and_lands_every_event_once(
         ids += [send(client, f"during the hang {i}") for i in range(10)]
         wait_until(lambda: sum(len(b.events) for b in spooled(tmp_path)
                                if b.kind == "request_log") == 10,
-                   timeout=5, what="the hang's events in the spool")
+                   timeout=5 + 2 * PUBLISH_TIMEOUT_SECONDS, what="the hang's events in the spool")
         broker.thaw()
         wait_for_rows(ids, timeout=20)
         wait_until(lambda: not spooled(tmp_path), timeout=5, what="the spool to empty")
