@@ -1,8 +1,11 @@
 """Gateways for the limits tests: the limits Redis is the test Redis unless a test
 starts one of its own; limits and prices reach a gateway within 0.2 s of a change."""
 
+import time
+
 import pytest
 
+from analytics.models import RequestLog
 from tests.conftest import TEST_REDIS_URL
 from tests.live import start_gateway
 
@@ -20,3 +23,21 @@ def limits_gateway(django_db_setup, django_db_blocker):
         started = start_gateway(LIMITS_ENV)
     yield started
     started.stop()
+
+
+@pytest.fixture(autouse=True)
+def records_landed(request):
+    """After a test that used the module's gateway: its last records written (the
+    gateway writes them in batches after the answers) before the test's database is
+    flushed. A flush that ran while they were inserted deadlocked once on CI."""
+    yield
+    if "limits_gateway" not in request.fixturenames:
+        return
+    count, stable_since, deadline = -1, time.monotonic(), time.monotonic() + 5
+    while time.monotonic() < deadline:
+        now = RequestLog.objects.count()
+        if now != count:
+            count, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= 0.3:
+            return
+        time.sleep(0.05)
