@@ -287,9 +287,10 @@ class AuditApi(ManagementApi):
     ], responses=AuditEntryOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         entries = audit_entries_for_org(organization=self.organization)
-        before = request.query_params.get("before")
+        before = request.query_params.getlist("before")
         if before:
-            if not before.isdigit():
-                raise serializers.ValidationError({"before": ["must be an entry id"]})
-            entries = entries.filter(pk__lt=int(before))
+            # One id in ASCII digits: str.isdigit() admits '٣' and '𝟗', which int() reads.
+            if len(before) > 1 or not (before[0].isascii() and before[0].isdigit()):
+                raise serializers.ValidationError({"before": ["must be one entry id"]})
+            entries = entries.filter(pk__lt=int(before[0]))
         return Response(AuditEntryOutputSerializer(entries[:AUDIT_PAGE], many=True).data)

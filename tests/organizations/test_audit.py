@@ -141,8 +141,9 @@ def test_it_pages_back_by_id(world):
     body = admin_key_client(world.a.org).get(f"/api/audit?before={newest.pk}").json()
 
     assert all(row["id"] < newest.pk for row in body)
-    assert_error(admin_key_client(world.a.org).get("/api/audit?before=x"), 400,
-                 param="before")
+    for bad in ("x", "%D9%A3", "%F0%9D%9F%97", f"{newest.pk}&before=1"):  # '٣', '𝟗': not ids
+        assert_error(admin_key_client(world.a.org).get(f"/api/audit?before={bad}"), 400,
+                     param="before")
 
 
 def test_it_shows_the_trail_read_only_in_admin(world, admin_client):
