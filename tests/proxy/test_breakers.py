@@ -103,7 +103,11 @@ def test_it_shares_the_breaker_state_between_gateway_processes(live_world, faili
                                                                fake_upstream):
     _, backup = route
     failing.mode = "500"
-    one, other = start_gateway(BREAKER_ENV), start_gateway(BREAKER_ENV)
+    # A cooldown well past what the test takes: on a loaded CI run the 2 s one ran out
+    # while the other process's answers were asked, and its half-open probe reached
+    # the failing target.
+    env = {**BREAKER_ENV, "COGNITUDE_BREAKER_COOLDOWN_SECONDS": "30"}
+    one, other = start_gateway(env), start_gateway(env)
     try:
         # Both have served the route before, with the target healthy.
         failing.mode = "ok"
