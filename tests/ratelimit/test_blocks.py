@@ -41,6 +41,18 @@ def limits_redis(settings):
     settings.COGNITUDE_LIMITS_REDIS_URL = TEST_REDIS_URL
 
 
+def settled(budget, limit, real: Decimal) -> tuple[Decimal, bool]:
+    """The budget's live spend once it is the records' `real`, and whether every slot of
+    the limit is back (each waited for)."""
+    spend = wait_until(
+        lambda: (found if (found := budgets_spend_live(budgets=[budget])[budget.pk]) == real
+                 else None), timeout=10, what=f"the live spend to be the records' {real}")
+    slots_back = wait_until(
+        lambda: limits_usage(limits=[limit])[limit.pk]["conc"] == 0 or None, timeout=10,
+        what="every slot back")
+    return spend, slots_back
+
+
 def test_it_gives_back_the_tokens_spend_and_slots_a_block_did_not_use(
         live_world, django_db_blocker, limits_redis):
     set_price("gpt-4o-mini", input_per_million="2", output_per_million="2")
@@ -62,12 +74,7 @@ def test_it_gives_back_the_tokens_spend_and_slots_a_block_did_not_use(
         after = post(exact.url, key, body)
         records = records_of(live_world.a.org, 5)
         real = sum((r.cost for r in records), Decimal(0))
-        spend_after = wait_until(
-            lambda: (found if (found := budgets_spend_live(budgets=[budget])[budget.pk]) == real
-                     else None), timeout=10, what=f"the live spend to be the records' {real}")
-        slots_after = wait_until(
-            lambda: limits_usage(limits=[limit])[limit.pk]["conc"] == 0 or None, timeout=10,
-            what="every slot back")
+        spend_after, slots_after = settled(budget, limit, real)
     finally:
         holding.stop()
         exact.stop()
@@ -158,12 +165,7 @@ def test_it_settles_what_requests_in_flight_at_a_blocks_end_used(
             for i in range(20)])
         records = records_of(live_world.a.org, 20)
         real = sum((r.cost for r in records), Decimal(0))
-        spend_after = wait_until(
-            lambda: (found if (found := budgets_spend_live(budgets=[budget])[budget.pk]) == real
-                     else None), timeout=10, what=f"the live spend to be the records' {real}")
-        slots_after = wait_until(
-            lambda: limits_usage(limits=[limit])[limit.pk]["conc"] == 0 or None, timeout=10,
-            what="every slot back")
+        spend_after, slots_after = settled(budget, limit, real)
     finally:
         gateway.stop()
     assert statuses(responses) == {200: 20}
